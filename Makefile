@@ -1,0 +1,42 @@
+# One entry point for set-up, the demo, tests, benchmarks and results.
+# VENV may point elsewhere (CI reuses one outside the clone); it is built from nothing when absent.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.adamx-installed
+
+.PHONY: demo test lint format bench tables figures repro clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch>=2.4" "torchvision>=0.19"
+	$(PY) -m pip install -q -e ".[harness,test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) run.py
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+
+bench: $(STAMP)
+	$(PY) scripts/bench_optim.py
+	$(PY) scripts/bench_train.py
+
+tables: $(STAMP)
+	$(PY) scripts/make_tables.py
+
+figures: $(STAMP)
+	$(PY) scripts/make_figures.py
+
+clean-venv:
+	rm -rf $(VENV)

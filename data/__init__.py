@@ -1,0 +1,42 @@
+"""Data sets of the harness: ``build_datasets(name, **cfg) -> DatasetBundle``.
+
+Every entry is the real loader of a real on-disk format (tests feed it the tiny copies that
+``data/fixtures.py`` writes). Modules are imported lazily, as in ``models``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch.utils.data import Dataset
+
+DATASETS: dict[str, str] = {
+    "digits": "data.digits:build",
+    "cifar100": "data.cifar:build",
+    "voc": "data.voc:build",
+    "sbd": "data.sbd:build",
+}
+
+
+@dataclass
+class DatasetBundle:
+    """What a data set hands the trainer: the two splits and what the task needs to know."""
+
+    train: Dataset
+    eval: Dataset
+    num_classes: int
+    info: dict[str, Any] = field(default_factory=dict)  # class names, image size, ...
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data set is not where the config says; the message names the path and the way out."""
+
+
+def build_datasets(name: str, **kwargs: Any) -> DatasetBundle:
+    """Build train/eval splits of data set ``name``; ``kwargs`` are its config fields (root, ...)."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
+    module_name, attr = DATASETS[name].split(":")
+    return getattr(importlib.import_module(module_name), attr)(**kwargs)

@@ -1,0 +1,1 @@
+"""The engine of the harness: trainer, tasks, LR schedule, run directories."""
