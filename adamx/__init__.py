@@ -1,0 +1,23 @@
+"""adamx: AdamX and the beta2_hat_t schedule family, AdaX, Lion and SophiaG for PyTorch."""
+
+from . import schedules
+from .adamx import AdamX
+from .adax import AdaX
+from .lion import Lion
+from .param_groups import decay_param_groups
+from .registry import OPTIMIZERS, create_optimizer
+from .sophia import SophiaG, gnb_hessian_update, sampled_cross_entropy
+
+__all__ = [
+    "OPTIMIZERS",
+    "AdaX",
+    "AdamX",
+    "Lion",
+    "SophiaG",
+    "create_optimizer",
+    "decay_param_groups",
+    "gnb_hessian_update",
+    "sampled_cross_entropy",
+    "schedules",
+]
+__version__ = "0.1.0"

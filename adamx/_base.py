@@ -1,0 +1,134 @@
+"""What every optimizer of the package shares: argument checks, state set-up and the low-precision policy.
+
+Moments of float16/bfloat16 parameters are kept in float32 (AdamX's 1 - beta2_hat_t reaches ~1e-7, far below
+the resolution of a 16-bit moment); the step math then runs on float32 working copies of the parameter and
+gradient and the result is rounded back into the parameter once per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def check_nonnegative(name: str, value: Any) -> None:
+    """Raise ValueError naming ``value`` unless it is a finite number >= 0."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"Invalid {name}: a tensor {name} must hold one value, got shape {tuple(value.shape)}."
+            )
+        value = value.item()
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not (math.isfinite(value) and value >= 0)
+    ):
+        raise ValueError(f"Invalid {name}: {value!r}; it must be a finite number >= 0.")
+
+
+def check_beta(index: int, value: Any, *, high_inclusive: bool = False) -> None:
+    """Raise ValueError naming ``betas[index]`` unless 0 <= value < 1 (or <= 1 with ``high_inclusive``)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (0.0 <= value < 1.0 or (high_inclusive and value == 1.0)):
+        rule = "0 <= betas[{0}] <= 1" if high_inclusive else "0 <= betas[{0}] < 1"
+        raise ValueError(f"Invalid betas[{index}]: {value!r}; it must satisfy {rule.format(index)}.")
+
+
+def as_betas(betas: Any) -> tuple[float, float]:
+    """Accept a tuple or a list (YAML gives lists) of two numbers."""
+    if not isinstance(betas, Sequence) or isinstance(betas, str) or len(betas) != 2:
+        raise ValueError(f"Invalid betas: {betas!r}; pass two numbers, e.g. (0.9, 0.99).")
+    return (float(betas[0]), float(betas[1]))
+
+
+def moment_dtype(param: torch.Tensor) -> torch.dtype:
+    """float32 moments for 16-bit parameters, the parameter's own dtype otherwise."""
+    return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+
+
+def zeros_moment(param: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(param, dtype=moment_dtype(param), memory_format=torch.preserve_format)
+
+
+def dense_grad(param: torch.Tensor, optimizer_name: str) -> torch.Tensor:
+    grad = param.grad
+    if grad.is_sparse:
+        raise RuntimeError(
+            f"{optimizer_name} does not support sparse gradients (got one for a parameter of shape "
+            f"{tuple(param.shape)}); use dense gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam."
+        )
+    if torch.is_complex(param):
+        raise RuntimeError(
+            f"{optimizer_name} does not support complex parameters; pass torch.view_as_real(param)."
+        )
+    return grad
+
+
+def working_copies(
+    params: list[torch.Tensor], grads: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Float32 stand-ins for 16-bit params/grads; returns the pairs to copy back after the step."""
+    work_p, work_g, write_back = [], [], []
+    for p, g in zip(params, grads):
+        if p.dtype in LOW_PRECISION:
+            wp = p.float()
+            work_p.append(wp)
+            work_g.append(g.float())
+            write_back.append((p, wp))
+        else:
+            work_p.append(p)
+            work_g.append(g if g.dtype == p.dtype else g.to(p.dtype))
+    return work_p, work_g, write_back
+
+
+def copy_back(write_back: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for p, wp in write_back:
+        p.copy_(wp)
+
+
+class MomentOptimizer(Optimizer):
+    """torch.optim.Optimizer plus the float32-moments policy across ``load_state_dict``.
+
+    torch casts floating state to the parameter's dtype when loading; for 16-bit parameters that would round
+    the float32 moments, so they are restored from the saved tensors after the base class has loaded them.
+    """
+
+    _moment_keys: tuple[str, ...] = ()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_groups = state_dict["param_groups"]
+        saved_state = state_dict["state"]
+        super().load_state_dict(state_dict)
+        for saved_group, group in zip(saved_groups, self.param_groups):
+            for saved_id, p in zip(saved_group["params"], group["params"]):
+                if p.dtype not in LOW_PRECISION or saved_id not in saved_state:
+                    continue
+                for key in self._moment_keys:
+                    value = saved_state[saved_id].get(key)
+                    if isinstance(value, torch.Tensor):
+                        self.state[p][key] = value.to(device=p.device, dtype=torch.float32, copy=True)
+
+    def _run_closure(self, closure: Callable[[], Any] | None) -> Any:
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+
+def group_by_device_and_dtype(tensorlists: list[list[torch.Tensor]]) -> Iterable[list[list[torch.Tensor]]]:
+    """Split parallel tensor lists into runs that share (device, dtype) of the first list, for foreach calls."""
+    buckets: dict[tuple[torch.device, torch.dtype], list[list[torch.Tensor]]] = {}
+    for i, t in enumerate(tensorlists[0]):
+        key = (t.device, t.dtype)
+        if key not in buckets:
+            buckets[key] = [[] for _ in tensorlists]
+        for lst, src in zip(buckets[key], tensorlists):
+            lst.append(src[i])
+    return buckets.values()

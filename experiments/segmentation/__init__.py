@@ -1,0 +1,1 @@
+"""Semantic segmentation pieces of the harness: the CE + Dice loss and the mIoU confusion matrix."""

@@ -1,0 +1,78 @@
+"""Entry point: ``python run.py [group=option ...] [key=value ...]`` trains one run; ``-m`` sweeps.
+
+Plain ``python run.py`` is the demo: AdamX on scikit-learn's bundled digits, about a minute on a CPU.
+Configuration groups live in configs/ (docs/harness.md); the run directory is printed at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+import experiments.rundir  # noqa: F401  (registers the path_safe resolver the run directory uses)
+
+
+def _print_result(summary: dict) -> None:
+    final = summary.get("final", {}).get("metrics", {})
+    best = summary.get("best", {})
+    print(f"run directory: {summary.get('run_dir')}")
+    print(f"status: {summary.get('status')}" + (f" ({summary['reason']})" if summary.get("reason") else ""))
+    if final:
+        print(
+            f"final (epoch {summary['final']['epoch']}): "
+            + ", ".join(f"{k} {v:.4g}" for k, v in final.items())
+        )
+    if best:
+        print("best: " + ", ".join(f"{k} {v['value']:.4g} (epoch {v['epoch']})" for k, v in best.items()))
+    if summary.get("wall_time_s") is not None:
+        print(
+            f"wall time: {summary['wall_time_s']:.1f} s, throughput {summary.get('throughput_samples_per_s')} samples/s"
+        )
+
+
+def execute(cfg: DictConfig, overrides: list[str]) -> int:
+    """Run ``cfg``, print the outcome, and return the process exit code (0 finished or skipped)."""
+    from data import DatasetNotFoundError
+    from experiments.launch import run_experiment
+    from experiments.trainer import TrainingFailed
+
+    try:
+        summary = run_experiment(cfg, overrides)
+    except (
+        DatasetNotFoundError,
+        ValueError,
+    ) as error:  # bad data path or setting: one sentence, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TrainingFailed as error:
+        print(f"failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: last.pt holds the last finished epoch; re-run the same command to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    if not summary:  # a DDP rank other than 0: rank 0 reports
+        return 0
+    if summary.get("skipped"):
+        print(f"already {summary.get('status')}: {summary.get('run_dir')} (pass force=true to run it again)")
+    _print_result(summary)
+    return 1 if summary.get("status") == "failed" else 0
+
+
+@hydra.main(config_path="configs", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    code = execute(cfg, list(HydraConfig.get().overrides.task))
+    # In a sweep a failed run is recorded in its summary.json and the other jobs go on (Ctrl-C stops all).
+    if code == 130 or (code and HydraConfig.get().mode != RunMode.MULTIRUN):
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

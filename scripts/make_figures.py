@@ -1,0 +1,251 @@
+"""Figures 1-6 of the paper (PNG + PDF) into results/figures/.
+
+Figures 1-4 are exact curves of ``adamx.schedules`` and ``experiments.schedule.linear_to_min``;
+Figure 5 is the smoothed training loss of the Table 8 runs, Figure 6 the evaluation curve of the
+Table 9 runs; the small-scale reproduction's runs get the same two kinds of figure. Each curve of a
+run figure is the mean over the seeds that exist, and its legend says how many.
+
+    python scripts/make_figures.py --runs runs --out results/figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
+import numpy as np
+import pandas as pd
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+from results_io import Run, find_runs, load_paper, metric_series
+
+from adamx.schedules import BETA2_SCHEDULES, DEFAULT_BETA2, beta1_hat, beta2_hat_adam, beta2_hat_adamx
+
+Curves = dict[str, tuple[np.ndarray, np.ndarray]]
+
+T_PAPER = 62480  # CIFAR-100 runs: 781 steps/epoch x 80 epochs
+T1_PAPER = 37488  # 0.6 T
+SCHEDULE_LABELS = {"adam": "Adam", "adafactor": "Adafactor", "adax": "AdaX", "adamx": "AdamX (ours)"}
+SCHEDULE_PARAM = {"adam": "β2", "adafactor": "c", "adax": "β2", "adamx": "β2"}
+
+
+def steps(t_max: int = T_PAPER, points: int = 600) -> np.ndarray:
+    """1-based steps, log-spaced from 1 to t_max (integers, unique)."""
+    return np.unique(np.round(np.geomspace(1, t_max, points))).astype(np.int64)
+
+
+def _curve(fn: Callable[[float], float], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return t, np.array([fn(float(s)) for s in t], dtype=np.float64)
+
+
+def figure1_data(t: np.ndarray | None = None, beta1: float = 0.9, beta2: float = 0.99) -> Curves:
+    """AdamX's β̂1,t and β̂2,t versus t."""
+    t = steps() if t is None else t
+    return {
+        f"β̂1,t (β1 = {beta1})": _curve(lambda s: beta1_hat(s, beta1), t),
+        f"β̂2,t of AdamX (β2 = {beta2})": _curve(lambda s: beta2_hat_adamx(s, beta2), t),
+    }
+
+
+def figure2_data(t: np.ndarray | None = None, betas: tuple[float, ...] = (0.9, 0.99, 0.999)) -> Curves:
+    """AdamX's versus Adam's β̂2,t for several β2."""
+    t = steps() if t is None else t
+    out: Curves = {}
+    for b in betas:
+        out[f"AdamX, β2 = {b}"] = _curve(lambda s, b=b: beta2_hat_adamx(s, b), t)
+        out[f"Adam, β2 = {b}"] = _curve(lambda s, b=b: beta2_hat_adam(s, b), t)
+    return out
+
+
+def figure3_data(
+    total: int = T_PAPER, t1: int = T1_PAPER, peak: float = 3e-3, minimum: float = 3e-5, points: int = 801
+) -> Curves:
+    """Eq. 15: linear from the peak LR to the minimum over t1 steps, then flat (Table 3's values)."""
+    from experiments.schedule import (
+        linear_to_min,
+    )  # the harness, from the checkout (results_io puts it on the path)
+
+    t = np.unique(np.concatenate([np.linspace(0, total, points).round(), [t1]])).astype(np.int64)
+    return {
+        f"Eq. 15: peak {peak:g}, min {minimum:g}, t1 = {t1}": _curve(
+            lambda s: linear_to_min(int(s), peak, minimum, t1), t
+        )
+    }
+
+
+def figure4_data(t: np.ndarray | None = None) -> Curves:
+    """The four β̂2,t of the ablation (Tables 7-10), each with the paper's parameter."""
+    t = steps() if t is None else t
+    return {
+        f"{SCHEDULE_LABELS[name]} ({SCHEDULE_PARAM[name]} = {DEFAULT_BETA2[name]:g})": _curve(
+            lambda s, fn=fn, p=DEFAULT_BETA2[name]: fn(s, p), t
+        )
+        for name, fn in BETA2_SCHEDULES.items()
+    }
+
+
+def smooth_loss(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Appendix A's downsampling (every T//400 steps) and exponentially weighted smoothing
+    (window max(5, 0.02 step), alpha 2/(window+1)), in FORWARD order: Appendix A's ``iloc[::-step]``
+    walks the log backwards, which smooths from the last step and plots time reversed."""
+    total = len(df)
+    step = max(1, total // 400)
+    window = max(5, step * 0.02)
+    alpha = 2 / (window + 1)
+    ds = df.iloc[::step]
+    y = pd.to_numeric(ds["loss"], errors="coerce").ewm(alpha=alpha).mean().to_numpy()
+    x = ds["step"].to_numpy() if "step" in ds.columns else np.arange(1, total + 1, step)
+    return x.astype(np.float64), y
+
+
+def _mean_over_seeds(per_seed: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    n = min(len(x) for x, _ in per_seed)
+    return per_seed[0][0][:n], np.mean([y[:n] for _, y in per_seed], axis=0)
+
+
+def _by_optimizer(runs: list[Run], experiment: str) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        if r.experiment == experiment and r.status == "finished":
+            groups[r.optimizer].append(r)
+    return dict(sorted(groups.items()))
+
+
+def train_loss_data(runs: list[Run], experiment: str) -> Curves:
+    """Smoothed training loss per optimizer (mean over its seeds), label 'name (n=k)'."""
+    out: Curves = {}
+    for opt, group in _by_optimizer(runs, experiment).items():
+        per_seed = [
+            smooth_loss(df) for df in (r.read_train() for r in group) if df is not None and "loss" in df
+        ]
+        if per_seed:
+            out[f"{opt} (n={len(per_seed)})"] = _mean_over_seeds(per_seed)
+    return out
+
+
+def eval_curve_data(runs: list[Run], experiment: str, metric: dict) -> Curves:
+    """A metric (paper.yaml ``metrics`` entry) versus epoch per optimizer, mean over seeds."""
+    out: Curves = {}
+    for opt, group in _by_optimizer(runs, experiment).items():
+        per_seed = []
+        for r in group:
+            df = r.read_eval()
+            if df is None:
+                continue
+            y = metric_series(df, metric)
+            if y is not None:
+                x = df["epoch"].to_numpy(np.float64) if "epoch" in df else np.arange(1, len(df) + 1.0)
+                per_seed.append((x, y.to_numpy(np.float64)))
+        if per_seed:
+            out[f"{opt} (n={len(per_seed)})"] = _mean_over_seeds(per_seed)
+    return out
+
+
+def plot(
+    curves: Curves,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    complement: bool = False,
+    logy: bool = False,
+) -> Figure:
+    """One line per curve, legend = the curve's label. ``complement`` adds a right panel with
+    1 - y on log-log axes, where decay rates that all look like 1 on the left are told apart."""
+    ncols = 2 if complement else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6.4 * ncols, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    for label, (x, y) in curves.items():
+        ax.plot(x, y, linewidth=1.4, label=label)
+    if complement:
+        right = axes[0, 1]
+        for label, (x, y) in curves.items():
+            right.plot(x, np.clip(1.0 - y, 1e-12, None), linewidth=1.4, label=label)
+        right.set_xscale("log")
+        right.set_yscale("log")
+        right.set_ylim(1e-8, 2.0)  # 1 - y in float64 is exact to ~1e-16, far below this floor
+        right.set_xlabel(xlabel)
+        right.set_ylabel(f"1 - {ylabel}")
+        right.grid(alpha=0.3)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+REPRO_EXPERIMENTS = ("repro_optimizers", "repro_schedules")
+
+
+def make_figures(runs_root: Path | str, out: Path | str) -> list[Path]:
+    """Write Figures 1-4 always, 5-6 and the small-scale run figures where runs exist; return paths."""
+    out = Path(out)
+    written: list[Path] = []
+    exact = [
+        ("figure1", figure1_data, "exponential decay rate", "Figure 1: β̂1,t and β̂2,t of AdamX", True),
+        ("figure2", figure2_data, "β̂2,t", "Figure 2: AdamX's vs Adam's β̂2,t", True),
+        ("figure3", figure3_data, "learning rate", "Figure 3: learning-rate schedule (Eq. 15)", False),
+        ("figure4", figure4_data, "β̂2,t", "Figure 4: β̂2,t of the ablation (Adam + β̂2,t)", True),
+    ]
+    for name, data, ylabel, title, decay_rate in exact:
+        fig = plot(data(), "iteration t", ylabel, title, logx=decay_rate, complement=decay_rate)
+        written += save(fig, out, name)
+    runs = find_runs(runs_root)
+    metrics = load_paper()["metrics"]
+    jobs = [
+        ("figure5", "table8", None, "Figure 5: training loss vs iteration (Table 8 runs)"),
+        ("figure6", "table9", "map50", "Figure 6: mAP@0.5 vs epoch (Table 9 runs)"),
+    ]
+    for exp in REPRO_EXPERIMENTS:
+        jobs.append((f"{exp}_train_loss", exp, None, f"Training loss vs iteration ({exp}, digits)"))
+        jobs.append((f"{exp}_eval_top1", exp, "top1_err", f"Top-1 error vs epoch ({exp}, digits)"))
+    for name, exp, metric, title in jobs:
+        if metric is None:
+            curves = train_loss_data(runs, exp)
+            labels = ("iteration t (forward; Appendix A smoothing)", "training loss (smoothed)")
+        else:
+            curves = eval_curve_data(runs, exp, metrics[metric])
+            labels = ("epoch", metrics[metric]["label"])
+        if (
+            curves
+        ):  # the small-scale losses span two decades: log axis there, the paper's linear one otherwise
+            logy = metric is None and exp in REPRO_EXPERIMENTS
+            written += save(plot(curves, *labels, title, logy=logy), out, name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="runs", help="runs root to scan (default: runs)")
+    ap.add_argument("--out", default="results/figures", help="output folder (default: results/figures)")
+    args = ap.parse_args(argv)
+    for path in make_figures(args.runs, args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
