@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.adamx-installed
 
-.PHONY: demo test lint format bench tables figures repro clean-venv
+.PHONY: venv demo test lint format bench tables figures repro clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,13 @@ tables: $(STAMP)
 
 figures: $(STAMP)
 	$(PY) scripts/make_figures.py
+
+# The measured small-scale reproduction of results/README.md (digits, 5 seeds, ~20 min on 2 cores).
+repro: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) run.py -m experiment=repro_optimizers optimizer=adam,adax,adamx,sgd,radam,lion,sophiag seed=0,1,2,3,4 runs_root=runs/repro
+	OMP_NUM_THREADS=1 $(PY) run.py -m experiment=repro_schedules optimizer=adam,adam_adafactor,adam_adax,adam_adamx seed=0,1,2,3,4 runs_root=runs/repro
+	$(PY) scripts/make_tables.py --runs runs/repro
+	$(PY) scripts/make_figures.py --runs runs/repro
 
 clean-venv:
 	rm -rf $(VENV)

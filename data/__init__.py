@@ -7,6 +7,7 @@ Every entry is the real loader of a real on-disk format (tests feed it the tiny 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ class DatasetBundle:
     eval: Dataset
     num_classes: int
     info: dict[str, Any] = field(default_factory=dict)  # class names, image size, ...
+    # Optional fast path (CIFAR-100): batches built on the device, see docs/architecture.md.
+    device_loader: Callable[..., Iterable] | None = None
 
 
 class DatasetNotFoundError(FileNotFoundError):

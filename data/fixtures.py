@@ -30,7 +30,9 @@ def write_fixture(name: str, root: str | Path, **kwargs) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("name", choices=sorted(WRITERS))
     parser.add_argument("root")
     args = parser.parse_args()

@@ -11,7 +11,6 @@ import math
 from torch import nn
 
 
-
 def regnet_init_(model: nn.Module) -> nn.Module:
     """Initialise every conv, transposed conv, norm and linear layer of ``model`` in place."""
     for module in model.modules():
