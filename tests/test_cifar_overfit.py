@@ -89,22 +89,6 @@ def _epochs(loader: Iterable) -> Iterator:
         yield from loader
 
 
-def test_registry_is_the_papers_set():
-    expected = {
-        "adamx",
-        "adam",
-        "adax",
-        "sgd",
-        "radam",
-        "lion",
-        "sophiag",
-        "adam+adafactor",
-        "adam+adax",
-        "adam+adamx",
-    }
-    assert set(adamx.OPTIMIZERS) == expected
-
-
 @pytest.mark.parametrize("name", sorted(adamx.OPTIMIZERS))
 def test_training_loss_goes_down(name, bundle):
     loader = bundle.device_loader("train", 64, True, True, "cpu", torch.Generator().manual_seed(1))
