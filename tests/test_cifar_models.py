@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -37,18 +35,11 @@ EXPECTED = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box, OpenMP threads spinning against other jobs made
-    these forward passes ~40x slower than a single thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module", params=sorted(EXPECTED))
-def built(request, one_thread):
+def built(request, one_thread_module):
     """Each model built once, run forward/backward once on a 32x32 batch of 2, stage outputs hooked."""
     name = request.param
     torch.manual_seed(0)
@@ -145,35 +136,31 @@ TABLES = {
 
 def test_table_configs_hold_the_papers_settings():
     """Each CIFAR table's experiment file composes, per optimizer, to the paper's training settings."""
-    from hydra import compose, initialize_config_dir
+    from helpers import compose_config
 
     import experiments.rundir  # noqa: F401  (registers the resolver the run directory uses)
     from experiments.build import apply_per_optimizer
 
-    configs = str(Path(__file__).resolve().parents[1] / "configs")
-    with initialize_config_dir(configs, version_base="1.3"):
-        for table, rows in TABLES.items():
-            for model, optimizer, lr, wd, schedule, min_lr in rows:
-                cfg = apply_per_optimizer(
-                    compose("config", [f"experiment={table}", f"optimizer={optimizer}"])
-                )
-                where = f"{table} optimizer={optimizer}"
-                assert (cfg.experiment_name, cfg.model.name, cfg.dataset.name) == (
-                    table,
-                    model,
-                    "cifar100",
-                ), where
-                assert (cfg.trainer.epochs, cfg.dataset.batch_size, cfg.dataset.drop_last) == (
-                    80,
-                    64,
-                    True,
-                ), where
-                assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.schedule.name) == (
-                    lr,
-                    wd,
-                    schedule,
-                ), where
-                if schedule == "linear_to_min":
-                    assert (cfg.schedule.min_lr, cfg.schedule.t1) == (min_lr, 37488), where
-                if optimizer == "sgd":
-                    assert cfg.optimizer.momentum == 0.9
+    for table, rows in TABLES.items():
+        for model, optimizer, lr, wd, schedule, min_lr in rows:
+            cfg = apply_per_optimizer(compose_config([f"experiment={table}", f"optimizer={optimizer}"]))
+            where = f"{table} optimizer={optimizer}"
+            assert (cfg.experiment_name, cfg.model.name, cfg.dataset.name) == (
+                table,
+                model,
+                "cifar100",
+            ), where
+            assert (cfg.trainer.epochs, cfg.dataset.batch_size, cfg.dataset.drop_last) == (
+                80,
+                64,
+                True,
+            ), where
+            assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.schedule.name) == (
+                lr,
+                wd,
+                schedule,
+            ), where
+            if schedule == "linear_to_min":
+                assert (cfg.schedule.min_lr, cfg.schedule.t1) == (min_lr, 37488), where
+            if optimizer == "sgd":
+                assert cfg.optimizer.momentum == 0.9

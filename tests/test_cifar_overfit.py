@@ -48,13 +48,7 @@ def bundle(tmp_path_factory):
     return build(root=root, download=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box, spinning OpenMP threads slow tiny steps a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _train(name: str, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:

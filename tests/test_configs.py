@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import CONFIGS, compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
@@ -20,22 +20,11 @@ from experiments.build import (
 from experiments.rundir import run_dir
 from models import MODELS, build_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 OPTIMIZERS = sorted(p.stem for p in (CONFIGS / "optimizer").glob("*.yaml"))
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 # Class counts of the data sets models default to (composing needs no data; building a head needs the count).
 NUM_CLASSES = {"digits": 10, "cifar100": 100, "voc": 20, "sbd": 21}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def hydra_context():
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        yield
-
-
-def compose_cfg(overrides=(), hydra=False):
-    return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def test_config_groups_are_all_present():
@@ -45,7 +34,7 @@ def test_config_groups_are_all_present():
 
 
 def test_default_is_the_digits_demo_with_adamx_and_eq15():
-    cfg = compose_cfg()
+    cfg = compose_config()
     assert (cfg.optimizer.name, cfg.model.name, cfg.dataset.name, cfg.task.name) == (
         "adamx",
         "digits_cnn",
@@ -59,7 +48,7 @@ def test_default_is_the_digits_demo_with_adamx_and_eq15():
 
 @pytest.mark.parametrize("model_name", MODEL_CONFIGS)
 def test_model_config_composes_with_every_optimizer_and_instantiates(model_name):
-    base = compose_cfg([f"model={model_name}"])
+    base = compose_config([f"model={model_name}"])
     assert base.model.name in MODELS, f"configs/model/{model_name}.yaml names an unregistered model"
     assert base.dataset.name in NUM_CLASSES, f"add {base.dataset.name!r}'s class count to NUM_CLASSES"
     # Built once (on the meta device: shapes and parameter groups, no memory), then every optimizer on it.
@@ -68,7 +57,7 @@ def test_model_config_composes_with_every_optimizer_and_instantiates(model_name)
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params > 0
     for opt in OPTIMIZERS:
-        cfg = compose_cfg([f"model={model_name}", f"optimizer={opt}"])
+        cfg = compose_config([f"model={model_name}", f"optimizer={opt}"])
         assert cfg.model == base.model and cfg.dataset.name == base.dataset.name
         optimizer = build_optimizer(model, cfg.optimizer)
         grouped = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
@@ -81,7 +70,7 @@ def test_model_config_composes_with_every_optimizer_and_instantiates(model_name)
 
 @pytest.mark.parametrize("opt", OPTIMIZERS)
 def test_every_optimizer_takes_a_real_step_on_the_demo_model(opt):
-    cfg = compose_cfg([f"optimizer={opt}"])
+    cfg = compose_config([f"optimizer={opt}"])
     torch.manual_seed(0)
     model = build_model("digits_cnn", 10, **model_kwargs(cfg.model))
     optimizer = build_optimizer(model, cfg.optimizer)
@@ -96,19 +85,19 @@ def test_every_optimizer_takes_a_real_step_on_the_demo_model(opt):
 
 
 def test_table4_composes_from_optimizer_and_model_alone():
-    cfg = compose_cfg(["optimizer=adamx", "model=swinv2_s"])
+    cfg = compose_config(["optimizer=adamx", "model=swinv2_s"])
     assert (cfg.model.name, cfg.dataset.name, cfg.task.name) == ("swinv2_s", "cifar100", "classification")
     assert cfg.trainer.epochs == 80 and cfg.dataset.batch_size == 64
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_files_compose_and_merge_per_optimizer(experiment):
-    table = compose_cfg([f"experiment={experiment}"]).get("per_optimizer") or {}
+    table = compose_config([f"experiment={experiment}"]).get("per_optimizer") or {}
     names = {p.stem: OmegaConf.load(p).name for p in (CONFIGS / "optimizer").glob("*.yaml")}
     chosen = [stem for stem, name in names.items() if name in table] or OPTIMIZERS[:1]
     for opt in sorted(chosen):
         overrides = [f"experiment={experiment}", f"optimizer={opt}"]
-        cfg = apply_per_optimizer(compose_cfg(overrides), overrides)
+        cfg = apply_per_optimizer(compose_config(overrides), overrides)
         assert cfg.experiment_name != "default"
         entry = (cfg.get("per_optimizer") or {}).get(cfg.optimizer.name)
         for key, value in ((entry or {}).get("optimizer") or {}).items():
@@ -117,7 +106,7 @@ def test_experiment_files_compose_and_merge_per_optimizer(experiment):
 
 
 def test_per_optimizer_merges_but_the_command_line_wins():
-    cfg = compose_cfg(["optimizer=adamx"])
+    cfg = compose_config(["optimizer=adamx"])
     OmegaConf.set_struct(cfg, False)
     cfg.per_optimizer = {
         "adamx": {"optimizer": {"lr": 0.01, "weight_decay": 0.05}, "schedule": {"min_lr": 1e-4}},
@@ -142,7 +131,7 @@ def test_per_optimizer_merges_but_the_command_line_wins():
 )
 def test_unknown_option_lists_the_available_ones(overrides, message):
     with pytest.raises((MissingConfigException, ConfigCompositionException)) as info:
-        compose_cfg(overrides)
+        compose_config(overrides)
     text = str(info.value)
     assert message in text and "Available options" in text
     group = message.split("/")[0]
@@ -151,7 +140,7 @@ def test_unknown_option_lists_the_available_ones(overrides, message):
 
 
 def test_run_dir_is_deterministic_and_matches_hydras():
-    cfg = compose_cfg(["optimizer=adam_adax", "seed=3", "runs_root=/tmp/r"], hydra=True)
+    cfg = compose_config(["optimizer=adam_adax", "seed=3", "runs_root=/tmp/r"], hydra=True)
     assert run_dir(cfg) == Path("/tmp/r/default/digits_cnn/adam_adax/seed3")
     assert cfg.hydra.run.dir == str(run_dir(cfg))
     assert f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}" == str(run_dir(cfg))

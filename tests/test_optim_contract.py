@@ -26,13 +26,7 @@ IDS = [c[0] for c in CASES]
 BUILDERS = [c[1] for c in CASES]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (the fused kernel's thread-pool hand-off dominates on a loaded box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model() -> nn.Module:

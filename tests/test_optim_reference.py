@@ -24,13 +24,7 @@ STEPS = 1000
 PATHS = ["single", "foreach", "fused"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (the fused kernel's thread-pool hand-off dominates on a loaded box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _grads(t: int) -> list[torch.Tensor]:

@@ -7,20 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+import adamx
+
 PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "results" / "paper.yaml").read_text())
 TABLES = PAPER["tables"]
-REGISTRY = {
-    "adam",
-    "adax",
-    "adamx",
-    "sgd",
-    "radam",
-    "lion",
-    "sophiag",
-    "adam+adafactor",
-    "adam+adax",
-    "adam+adamx",
-}
+REGISTRY = set(adamx.OPTIMIZERS)  # the names runs are filed under
 
 
 @pytest.mark.parametrize(

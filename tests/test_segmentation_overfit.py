@@ -21,35 +21,31 @@ from models import build_model
 
 
 @pytest.mark.slow
-def test_unet_overfits_eight_fixture_images(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convs: one thread beats two oversubscribed ones
-    try:
-        torch.manual_seed(0)
-        root = write_fixture("sbd", tmp_path, n_train=8, n_val=1)
-        size = 64
-        bundle = build_datasets("sbd", root=root, img_size=size, augment=False)
-        task = build_task("segmentation", num_classes=bundle.num_classes, img_size=size)
-        batch = task.collate([bundle.train[i] for i in range(8)])
-        model = build_model("unet", num_classes=bundle.num_classes, base=8)
-        optimizer = adamx.create_optimizer("adamx", adamx.decay_param_groups(model, 0.01), lr=3e-3)
-        first = None
-        for _ in range(150):
-            loss = task.loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            first = loss.item() if first is None else first
-        scored = SBDataset(str(root), image_set="train", mode="segmentation", transforms=EvalTransform(size))
-        model.eval()
-        with torch.no_grad():
-            metrics = task.evaluate(
-                model,
-                DataLoader(scored, batch_size=4, collate_fn=task.collate),
-                EvalContext(torch.device("cpu")),
-            )
-    finally:
-        torch.set_num_threads(threads)
+def test_unet_overfits_eight_fixture_images(tmp_path, one_thread):
+    # one_thread: small convs run faster on one thread than on two oversubscribed ones
+    torch.manual_seed(0)
+    root = write_fixture("sbd", tmp_path, n_train=8, n_val=1)
+    size = 64
+    bundle = build_datasets("sbd", root=root, img_size=size, augment=False)
+    task = build_task("segmentation", num_classes=bundle.num_classes, img_size=size)
+    batch = task.collate([bundle.train[i] for i in range(8)])
+    model = build_model("unet", num_classes=bundle.num_classes, base=8)
+    optimizer = adamx.create_optimizer("adamx", adamx.decay_param_groups(model, 0.01), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = task.loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        first = loss.item() if first is None else first
+    scored = SBDataset(str(root), image_set="train", mode="segmentation", transforms=EvalTransform(size))
+    model.eval()
+    with torch.no_grad():
+        metrics = task.evaluate(
+            model,
+            DataLoader(scored, batch_size=4, collate_fn=task.collate),
+            EvalContext(torch.device("cpu")),
+        )
     print(f"overfit: loss {first:.3f} -> {loss.item():.3f}, mIoU {metrics['miou']:.1f} %")
     assert loss.item() < 0.3 * first
     assert metrics["miou"] >= 80.0, metrics

@@ -1,18 +1,14 @@
 """Failures a user meets: a non-finite loss, a missing data set, Ctrl-C; each says what happened and what to do."""
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 
 import data
 from data import DatasetNotFoundError
 from experiments.launch import run_experiment
 from experiments.rundir import load_checkpoint, read_json, run_dir
 from experiments.trainer import Hooks, TrainingFailed
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def make_cfg(root, *extra):
@@ -24,8 +20,7 @@ def make_cfg(root, *extra):
         "dataset.test_size=1437",
         *extra,
     ]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("config", overrides=overrides), overrides
+    return compose_config(overrides), overrides
 
 
 def poison_after_epoch(n):

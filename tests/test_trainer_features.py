@@ -2,12 +2,11 @@
 deterministic mode, evaluation cadence and the per-step LR."""
 
 import functools
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 
 import adamx
 from experiments.launch import run_experiment
@@ -17,15 +16,12 @@ from experiments.schedule import linear_to_min
 from experiments.tasks import build_task
 from experiments.trainer import Trainer, TrainerConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 def run(root, *extra, digits=True):
     # digits: 360 training images, 12 steps per epoch
     overrides = [f"runs_root={root}", "trainer.epochs=1", "trainer.progress=false", *extra]
     overrides += ["dataset.test_size=1437"] if digits else []
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     summary = run_experiment(cfg, overrides)
     assert summary["status"] == "finished", summary.get("reason")
     return summary, run_dir(cfg)

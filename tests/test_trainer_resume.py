@@ -5,13 +5,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 
 from experiments.launch import run_experiment
 from experiments.rundir import load_checkpoint, read_json, run_dir
 from experiments.trainer import Hooks, Trainer
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def make_cfg(root, *extra):
@@ -25,8 +23,7 @@ def make_cfg(root, *extra):
         "model.dropout=0.2",
         *extra,
     ]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("config", overrides=overrides), overrides
+    return compose_config(overrides), overrides
 
 
 def stop_after_epoch(n):

@@ -11,14 +11,7 @@ from torch import nn
 from models import build_model
 from models.unet import UNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs run faster on one thread than on two oversubscribed ones (the CI box has two cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model: nn.Module) -> int:
