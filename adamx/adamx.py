@@ -22,6 +22,7 @@ import torch
 from . import schedules
 from ._adaptive import StepScalars, foreach_step, fused_step, single_tensor_step
 from ._base import MomentOptimizer, as_betas, check_beta, check_nonnegative, dense_grad, zeros_moment
+from .state import canonical_state_dict, fill_missing_group_keys, internal_state_dict
 
 Beta2Schedule = str | Callable[[int], float]
 
@@ -37,15 +38,22 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
 
     _moment_keys = ("exp_avg", "exp_avg_sq")
     _label = "AdamX"
+    _optional_group_keys: dict[str, Any] = {"foreach": None, "fused": None}  # issue 17: filled when missing
 
     def _scalars(self, group: dict[str, Any], t: int) -> StepScalars:
         raise NotImplementedError
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
+        fill_missing_group_keys(self, self._optional_group_keys)
+
+    # issue 17: one state_dict layout whatever the path (adamx/state.py, docs/optimizer_state.md)
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state_dict with the exact moments in the layout of docs/optimizer_state.md on every path."""
+        return canonical_state_dict(super().state_dict())
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(internal_state_dict(state_dict))
 
     @staticmethod
     def _path(group: dict[str, Any], params: list[torch.Tensor]) -> str:
@@ -130,6 +138,8 @@ class AdamX(AdaptiveMomentOptimizer):
             AdamW kernel with adjusted scalars (see ``adamx._adaptive``); late in long runs its float32 v
             drifts by ~5e-9 relative per step (2.7e-5 after 5,000 steps at t = 60k) where foreach stays ~1e-5.
     """
+
+    _optional_group_keys = {"foreach": None, "fused": None, "beta2_schedule": "adamx"}  # issue 17
 
     def __init__(
         self,

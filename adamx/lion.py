@@ -25,12 +25,15 @@ from ._base import (
     working_copies,
     zeros_moment,
 )
+from .state import fill_missing_group_keys
 
 
 class Lion(MomentOptimizer):
     """Lion with defaults lr 1e-4, betas (0.9, 0.99), weight_decay 0; ``foreach=True`` batches the tensor ops."""
 
     _moment_keys = ("exp_avg",)
+    # lion-pytorch's param groups hold only lr, betas and weight_decay
+    _optional_group_keys: dict[str, Any] = {"foreach": None}
 
     def __init__(
         self,
@@ -47,6 +50,10 @@ class Lion(MomentOptimizer):
         for group in self.param_groups:
             group["betas"] = as_betas(group["betas"])
             _check(group["lr"], group["betas"], group["weight_decay"])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        fill_missing_group_keys(self, self._optional_group_keys)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

@@ -34,6 +34,7 @@ from ._base import (
     working_copies,
     zeros_moment,
 )
+from .state import fill_missing_group_keys
 
 _HESSIAN_EPS = 1e-15
 
@@ -42,6 +43,8 @@ class SophiaG(MomentOptimizer):
     """SophiaG; state per parameter: ``step`` (int), ``exp_avg`` (m), ``hessian`` (h)."""
 
     _moment_keys = ("exp_avg", "hessian")
+    # the authors' param groups have no bs (their step() takes it) and no foreach
+    _optional_group_keys: dict[str, Any] = {"bs": 5120, "foreach": None}
 
     def __init__(
         self,
@@ -61,6 +64,10 @@ class SophiaG(MomentOptimizer):
         for group in self.param_groups:
             group["betas"] = as_betas(group["betas"])
             _check(group)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        fill_missing_group_keys(self, self._optional_group_keys)
 
     def _state(self, p: torch.Tensor) -> dict[str, Any]:
         state = self.state[p]
