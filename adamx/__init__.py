@@ -3,6 +3,7 @@
 from . import schedules
 from .adamx import AdamX
 from .adax import AdaX
+from .convert import convert_state_dict
 from .lion import Lion
 from .param_groups import decay_param_groups
 from .registry import OPTIMIZERS, create_optimizer
@@ -14,6 +15,7 @@ __all__ = [
     "AdamX",
     "Lion",
     "SophiaG",
+    "convert_state_dict",
     "create_optimizer",
     "decay_param_groups",
     "gnb_hessian_update",
