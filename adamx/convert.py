@@ -38,7 +38,7 @@ def _step(value: Any) -> int:
 
 def _one_minus_power(beta: float, t: int) -> float:
     """1 - beta^t without cancellation."""
-    return 1.0 if beta == 0.0 else -math.expm1(t * math.log1p(-beta))
+    return 1.0 if beta == 0.0 else -math.expm1(t * math.log1p(beta - 1.0))
 
 
 def _scaled(moment: torch.Tensor, factor: float) -> torch.Tensor:
