@@ -46,8 +46,10 @@ def canonical_state(state: dict[str, Any]) -> dict[str, Any]:
     """The exported form of one parameter's live AdamX/AdaX state; a new dict, the live one is not touched.
 
     Scales of 1 (single-tensor and foreach paths) are left out. A fused state exports exp_avg / exp_avg_scale
-    and exp_avg_sq / exp_avg_sq_scale as ``exp_avg``/``exp_avg_sq`` plus copies of the scaled tensors, the
-    scales and the decay carry under ``fused_*``.
+    and exp_avg_sq / exp_avg_sq_scale as ``exp_avg``/``exp_avg_sq`` (new tensors) plus the scaled tensors
+    themselves (live references, as torch's state_dict holds every tensor), the scales and the decay carry
+    under ``fused_*``. If training steps before the dict is saved, ``internal_state`` notices the mismatch
+    and loads the exported moments.
     """
     scales = {key: _number(state.get(key, 1.0)) for key in _INTERNAL}
     out = {key: value for key, value in state.items() if key not in _INTERNAL}
@@ -55,7 +57,7 @@ def canonical_state(state: dict[str, Any]) -> dict[str, Any]:
         return out
     for key, scale_key in _MOMENTS:
         out[key] = exact_moment(state[key], scales[scale_key])
-        out[f"fused_{key}"] = state[key].clone()
+        out[f"fused_{key}"] = state[key]
     for key, exported in _INTERNAL.items():
         out[exported] = scales[key]
     return out

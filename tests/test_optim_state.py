@@ -237,3 +237,20 @@ def test_state_written_before_the_canonical_layout_still_resumes(second) -> None
     _train(opt2, params2, 20, 10)
     for p, p2 in zip(params, params2):
         assert torch.equal(p, p2)
+
+
+def test_a_state_dict_kept_in_memory_while_training_goes_on_loads_its_snapshot() -> None:
+    """As in torch, state_dict() holds live tensors (here the fused copies); steps taken before it is loaded
+    change them, and the loader then takes the exported moments, consistent with its step count."""
+    params = _params()
+    opt = adamx.AdamX(_groups(params), fused=True)
+    _train(opt, params, 0, 10)
+    kept = opt.state_dict()
+    snapshot = {pid: st["exp_avg_sq"].clone() for pid, st in kept["state"].items()}
+    _train(opt, params, 10, 3)
+    opt2 = adamx.AdamX(_groups([p.detach().clone().requires_grad_() for p in params]), fused=True)
+    opt2.load_state_dict(kept)
+    for pid, p in enumerate(opt2.param_groups[0]["params"] + opt2.param_groups[1]["params"]):
+        live = opt2.state[p]
+        assert live["step"] == 10 and live["exp_avg_sq_scale"] == 1.0
+        assert torch.equal(live["exp_avg_sq"], snapshot[pid])
