@@ -188,7 +188,7 @@ def test_adamw_state_into_adamx_carries_m_and_v_then_follows_adamx() -> None:
         group = GROUPS[0 if i < 2 else 1]
         ref = _adamx_reference(i, start[i], m_hat, v_hat, t0, steps, group["lr"], group["weight_decay"], 0.99)
         ulp = torch.finfo(torch.float32).eps * ref.abs().max()
-        assert ((p.detach().double() - ref).abs() / ulp).max() < 16
+        assert ((p.detach().double() - ref).abs() / ulp).max() < 2  # measured 0.39
         # v now weights the last 40 gradients by AdamX's beta2_hat_t, not AdamW's 0.999 (measured: up to 0.9%)
         v_adamw = source.state[ours[i]]["exp_avg_sq"].double() / (1 - 0.999 ** (t0 + steps))
         v_adamx = target.state[p]["exp_avg_sq"].double()
