@@ -123,14 +123,18 @@ def test_adamw_state_continues_as_adam(path: str) -> None:
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("path", ["single", "fused"])
+@pytest.mark.parametrize("path", ["single", "fused", "fused-step-tensor"])
 def test_adam_state_continues_as_torch_adamw(path: str) -> None:
-    """adamx "adam" -> torch AdamW (through the canonical export, fused path included): continuing in torch
-    matches continuing in adamx; and AdamW -> adam -> AdamW gives back AdamW's state."""
+    """adamx "adam" -> torch AdamW (through the canonical export, fused path included; ``step`` as an int or
+    a 0-d tensor): continuing in torch matches continuing in adamx; AdamW -> adam -> AdamW gives back
+    AdamW's state."""
     params = _params()
-    source = adamx.create_optimizer("adam", _groups(params), foreach=False, fused=path == "fused")
+    source = adamx.create_optimizer("adam", _groups(params), foreach=False, fused=path.startswith("fused"))
     _train(source, params, 0, 40)
     saved = copy.deepcopy(source.state_dict())
+    if path == "fused-step-tensor":
+        for st in saved["state"].values():
+            st["step"] = torch.tensor(float(st["step"]))
     converted = adamx.convert_state_dict(saved, "adam", "torch.optim.AdamW")
     assert converted["state"][0]["step"].dtype == torch.float32
     ours, theirs, target = _continue_both(
