@@ -35,6 +35,13 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def world_size() -> int:
+    """Processes in the default group (1 without one)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
 def to_original(dets: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     """Map (n, 6) detections from letterboxed-input pixels back to the original image, clipped to it."""
     out = dets.astype(np.float64, copy=True)
@@ -113,11 +120,13 @@ class DetectionTask:
         return self._loss_fn
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """YOLOv7's loss times the number of processes: DDP averages gradients over ranks, and YOLOv7
+        (train.py) multiplies by world_size so that N processes step like one with the global batch."""
         images, targets, _ = batch
         preds = model(images)
         loss, parts = self.loss_fn(model)([p.float() for p in preds], targets)
         self.last_parts = parts  # detached box/obj/cls terms, for whoever wants to log them
-        return loss
+        return loss * world_size()
 
     def sampled_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor | None:
         return None  # the paper does not run SophiaG on detection
