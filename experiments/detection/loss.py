@@ -131,7 +131,9 @@ class YoloLoss:
         lcls = flat.new_zeros(())
         if self.num_classes > 1:  # YOLO skips the class loss for one class
             classes = torch.arange(self.num_classes, device=device)
-            tcls = (targets[pos.target, 1].long()[:, None] == classes).float()  # one-hot (F.one_hot reads max)
+            tcls = (
+                targets[pos.target, 1].long()[:, None] == classes
+            ).float()  # one-hot (F.one_hot reads max)
             bce = F.binary_cross_entropy_with_logits(ps[:, 5:], tcls, reduction="none").sum(1)
             lcls = (bce @ onehot / (count * self.num_classes)).sum()
         tobj = torch.zeros_like(flat[:, 4])

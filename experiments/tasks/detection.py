@@ -42,6 +42,15 @@ def world_size() -> int:
     return 1
 
 
+def batch_to_host(dets: list[torch.Tensor]) -> list[np.ndarray]:
+    """Per-image (n, 6) detections as float32 arrays with one device-to-host copy for the whole batch."""
+    if not dets:
+        return []
+    sizes = [len(d) for d in dets]  # shapes: known on the host after NMS
+    flat = torch.cat([d.float() for d in dets]).cpu().numpy()
+    return np.split(flat, np.cumsum(sizes)[:-1])
+
+
 def to_original(dets: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     """Map (n, 6) detections from letterboxed-input pixels back to the original image, clipped to it."""
     out = dets.astype(np.float64, copy=True)
@@ -69,7 +78,7 @@ class DetectionTask:
         conf_thres: float = 0.001,
         iou_thres: float = 0.65,
         max_det: int = 300,
-        multi_label: bool = False,
+        multi_label: bool = True,
         coco_metrics: bool = True,
         loss: dict[str, Any] | None = None,
     ) -> None:
@@ -141,18 +150,24 @@ class DetectionTask:
         return nms(decoded, self.conf_thres, self.iou_thres, self.max_det, multi_label=self.multi_label)
 
     def evaluate(self, model: nn.Module, loader: Iterable, ctx: EvalContext) -> dict[str, float]:
+        """Detections of every rank are gathered, scored on rank 0 alone (the VOC and COCO matching is CPU
+        work that would otherwise repeat on every rank) and the metrics broadcast to all ranks."""
         records: list[tuple[str, np.ndarray, dict[str, Any]]] = []
         for batch in ctx.progress(loader):
             images, _, metas = self.to_device(batch, ctx.device)
             with ctx.autocast():
                 dets = self.predict(model, images)
-            for det, meta in zip(dets, metas):
+            for det, meta in zip(batch_to_host(dets), metas):
                 gt = {k: meta[k] for k in ("boxes", "labels", "difficult")}
-                records.append((meta["image_id"], to_original(det.float().cpu().numpy(), meta), gt))
-        # every rank scores the union; a DistributedSampler's padding repeats images, so keep each once
-        unique = {
-            image_id: (det, gt) for part in ctx.all_gather_object(records) for image_id, det, gt in part
-        }
+                records.append((meta["image_id"], to_original(det, meta), gt))
+        parts = ctx.all_gather_object(records)
+        metrics = self.score(parts) if ctx.rank == 0 else None
+        return ctx.broadcast_object(metrics)
+
+    def score(self, parts: list[list[tuple[str, np.ndarray, dict[str, Any]]]]) -> dict[str, float]:
+        """VOC (and COCO) mAP over the gathered records; a DistributedSampler's padding repeats images,
+        so each image id counts once."""
+        unique = {image_id: (det, gt) for part in parts for image_id, det, gt in part}
         ordered = [unique[k] for k in sorted(unique)]
         detections, ground_truths = [d for d, _ in ordered], [g for _, g in ordered]
         voc = voc_map(detections, ground_truths, self.num_classes)
