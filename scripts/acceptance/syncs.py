@@ -7,7 +7,9 @@ unique, bincount, ...), scalars read back (``item``/``bool``/``int``: ``_local_s
 ``emulate_device=True`` (the default off CUDA) every tensor is treated as if it lived on the accelerator,
 so ``torch.tensor(data, device=...)`` (aten ``lift_fresh``, one or more dimensions) counts as the
 blocking host-to-device copy it is there. Copies a CPU run cannot see (``.cpu()``, ``.tolist()``, ``.numpy()`` of device tensors) are
-counted on CUDA only. ``cuda_sync_warnings`` is the device's own count (``torch.cuda.set_sync_debug_mode``)
+counted on CUDA only. Emulation over-counts one thing: scalars that stay on the host on CUDA as well
+(torch's optimizers keep their ``step`` counters on the CPU; RAdam reads them every step), which a
+CUDA run (``emulate_device=False``) leaves out. ``cuda_sync_warnings`` is the device's own count (``torch.cuda.set_sync_debug_mode``)
 for code the dispatch mode cannot enter, such as compiled graphs.
 """
 
@@ -51,6 +53,15 @@ COPIES = {aten._to_copy.default, aten.copy_.default}
 
 def _is_mask(index: object) -> bool:
     return isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8)
+
+
+def _touches_device(args) -> bool:
+    """Whether any tensor among ``args`` (one level of lists included) lives off the CPU."""
+    for a in args:
+        items = a if isinstance(a, (list, tuple)) else (a,)
+        if any(isinstance(t, torch.Tensor) and t.device.type != "cpu" for t in items):
+            return True
+    return False
 
 
 @dataclass
@@ -98,6 +109,10 @@ class SyncCounter(TorchDispatchMode):
         return func(*args, **kwargs)
 
     def _reason(self, func, args, kwargs) -> str | None:
+        if func in COPIES:
+            return self._copy_reason(func, args, kwargs)
+        if not self.emulate_device and not _touches_device(args):
+            return None  # host tensors only (e.g. an optimizer's CPU step counter): no device to wait for
         if func in DATA_DEPENDENT:
             return "data-dependent shape"
         if func in SCALAR_READS:
@@ -109,8 +124,6 @@ class SyncCounter(TorchDispatchMode):
             if any(_is_mask(i) for i in indices or ()):
                 return "boolean-mask indexing"
             return None
-        if func in COPIES:
-            return self._copy_reason(func, args, kwargs)
         if self.emulate_device and func in (aten.lift_fresh.default, aten.lift_fresh_copy.default):
             # torch.tensor(data): a copy from host memory on CUDA. 0-dim ones are left out: a Python
             # scalar wrapped for an op (x[mask] = 0.0, x * 2) is built on the device or passed by value.
