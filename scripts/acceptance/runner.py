@@ -36,7 +36,11 @@ class Context:
     device: torch.device
     tiny: bool
     compile_models: set[str]
+    deadline: float = float("inf")  # time.perf_counter() after which optional work is skipped
     shared: dict[str, Any] = field(default_factory=dict)
+
+    def out_of_time(self) -> bool:
+        return time.perf_counter() > self.deadline
 
     @property
     def cuda(self) -> bool:
