@@ -46,14 +46,18 @@ def selected(name: str, only: list[str], skip: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
     parser.add_argument("--tiny", action="store_true", help="toy models, shapes and steps (CI, CPU)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--only", nargs="*", default=[], help="run only checks whose name starts so")
     parser.add_argument("--skip", nargs="*", default=[], help="skip checks whose name starts so")
     parser.add_argument(
-        "--compile", default=None, help="comma-separated models to torch.compile (default: unet on CUDA, none on CPU)"
+        "--compile",
+        default=None,
+        help="comma-separated models to torch.compile (default: unet on CUDA, none on CPU)",
     )
     parser.add_argument(
         "--deadline-s", type=float, default=420.0, help="seconds after which the remaining models are skipped"
@@ -67,12 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.device not in ("cuda", "cpu"):
         parser.error(f"--device {args.device!r}: choose auto, cuda or cpu.")
     default_compile = "unet" if args.device == "cuda" else ""
-    compile_models = {m for m in (args.compile if args.compile is not None else default_compile).split(",") if m}
+    compile_models = {
+        m for m in (args.compile if args.compile is not None else default_compile).split(",") if m
+    }
     device = torch.device("cuda", 0) if args.device == "cuda" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     start, rows = time.perf_counter(), []
-    ctx = Context(device=device, tiny=args.tiny, compile_models=compile_models, deadline=start + args.deadline_s)
+    ctx = Context(
+        device=device, tiny=args.tiny, compile_models=compile_models, deadline=start + args.deadline_s
+    )
     meta = {"device": str(device), "tiny": args.tiny, "argv": sys.argv[1:] if argv is None else argv}
     for name, target in CHECKS:
         if not selected(name, args.only, args.skip):

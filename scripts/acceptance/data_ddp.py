@@ -40,8 +40,15 @@ def check_cifar_loader(ctx: Context) -> list[Row]:
 
         task = ClassificationTask(num_classes=100)
         workers = 0 if ctx.tiny else 8
-        dl = DataLoader(bundle.train, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-                        collate_fn=task.collate, pin_memory=ctx.cuda)
+        dl = DataLoader(
+            bundle.train,
+            batch_size=batch,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            collate_fn=task.collate,
+            pin_memory=ctx.cuda,
+        )
         limit = 4 if ctx.tiny else 100
         start, images = time.perf_counter(), 0
         for i, b in enumerate(dl):
@@ -81,5 +88,7 @@ def check_ddp(ctx: Context) -> list[Row]:
             continue
         r = detection_gradient_ratio(backend, device_type, world=2)
         ok = abs(r["ratio"] - 1) < 1e-3 and r["cosine"] > 1 - 1e-5
-        rows.append(Row(name, "PASS" if ok else "FAIL", r, "target ratio 1.0 (0.5 before the world_size factor)"))
+        rows.append(
+            Row(name, "PASS" if ok else "FAIL", r, "target ratio 1.0 (0.5 before the world_size factor)")
+        )
     return rows

@@ -70,8 +70,12 @@ def check_environment(ctx: Context) -> list[Row]:
     missing = [k for k in ("omegaconf",) if numbers[k] == "absent"]
     if missing:
         rows.append(
-            Row("env.trainer_imports", "WARN", note="omegaconf absent: the Trainer checks fail; carry the wheels "
-                "(docs/benchmarks.md, GPU acceptance)")
+            Row(
+                "env.trainer_imports",
+                "WARN",
+                note="omegaconf absent: the Trainer checks fail; carry the wheels "
+                "(docs/benchmarks.md, GPU acceptance)",
+            )
         )
     return rows
 
@@ -102,7 +106,9 @@ def _shapes(tiny: bool) -> list[tuple[int, ...]]:
     return [(16, 8), (33,), (4, 3, 3, 3)] if tiny else [(512, 256), (1000,), (64, 32, 3, 3), (256, 1024)]
 
 
-def _run(name: str, path: str, dtype: torch.dtype, ctx: Context, steps: list[int]) -> dict[int, list[torch.Tensor]]:
+def _run(
+    name: str, path: str, dtype: torch.dtype, ctx: Context, steps: list[int]
+) -> dict[int, list[torch.Tensor]]:
     """Params after each step in ``steps`` of optimizer ``name`` on ``path`` with reproducible gradients."""
     g = torch.Generator().manual_seed(0)
     params = [torch.randn(s, generator=g).to(ctx.device, dtype).requires_grad_() for s in _shapes(ctx.tiny)]
@@ -146,7 +152,9 @@ def check_optimizer_precision(ctx: Context) -> list[Row]:
                 moved = sum((b - p0).abs().sum() for b, p0 in zip(reference[t], init))
                 numbers[f"err_{label}@{t}"] = float(err / moved)
             worst = max(numbers.values())
-            rows.append(Row(f"optim.{name}.{path}", grade(worst, 1e-3, 1e-2, higher_is_better=False), numbers))
+            rows.append(
+                Row(f"optim.{name}.{path}", grade(worst, 1e-3, 1e-2, higher_is_better=False), numbers)
+            )
     return rows
 
 
@@ -161,6 +169,7 @@ def _cpu_fused_ok() -> bool:
 
 
 # ------------------------------------------------------------------ fused step speed
+
 
 def check_fused_speed(ctx: Context) -> list[Row]:
     """AdamX fused vs torch fused AdamW: step time and GB/s (7 x 4 bytes per param: read p, g, m, v;
@@ -203,16 +212,26 @@ def check_fused_speed(ctx: Context) -> list[Row]:
         "adamx_vs_copy": gbs["adamx_fused"] / copy_gbs,
     }
     status = grade(ratio, 0.9, 0.75) if ctx.cuda else "INFO"
-    return [Row("speed.fused_step", status, numbers, "target adamx_vs_torch >= 0.9" if ctx.cuda else "CPU: not graded")]
+    return [
+        Row(
+            "speed.fused_step",
+            status,
+            numbers,
+            "target adamx_vs_torch >= 0.9" if ctx.cuda else "CPU: not graded",
+        )
+    ]
 
 
 # ------------------------------------------------------------------ fp16 GradScaler
+
 
 def check_fp16_skip(ctx: Context) -> list[Row]:
     """fp16 autocast + GradScaler: a step whose gradient holds an inf is skipped (params and AdamX state
     untouched, scale halved); the next finite step updates."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).to(ctx.device)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).to(
+        ctx.device
+    )
     opt = adamx.AdamX(model.parameters(), lr=1e-2)
     scaler = torch.amp.GradScaler(ctx.device.type, init_scale=1024.0)
     x, y = torch.randn(8, 16, device=ctx.device), torch.randint(0, 4, (8,), device=ctx.device)
@@ -229,19 +248,29 @@ def check_fp16_skip(ctx: Context) -> list[Row]:
 
     step(False)
     params = [p.detach().clone() for p in model.parameters()]
-    state = {k: v.clone() if torch.is_tensor(v) else v for p in model.parameters() for k, v in opt.state[p].items()}
+    state = {
+        k: v.clone() if torch.is_tensor(v) else v for p in model.parameters() for k, v in opt.state[p].items()
+    }
     steps_before = [opt.state[p]["step"] for p in model.parameters()]
     scale = scaler.get_scale()
     step(True)
     same_params = all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
     after = {k: v for p in model.parameters() for k, v in opt.state[p].items()}
-    same_state = all(
-        torch.equal(state[k], after[k]) if torch.is_tensor(state[k]) else state[k] == after[k] for k in state
-    ) and [opt.state[p]["step"] for p in model.parameters()] == steps_before
+    same_state = (
+        all(
+            torch.equal(state[k], after[k]) if torch.is_tensor(state[k]) else state[k] == after[k]
+            for k in state
+        )
+        and [opt.state[p]["step"] for p in model.parameters()] == steps_before
+    )
     halved = scaler.get_scale() == scale / 2
     step(False)
     moved = not all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
     ok = same_params and same_state and halved and moved
-    numbers = {"params_untouched": same_params, "state_untouched": same_state, "scale_halved": halved,
-               "next_step_updates": moved}
+    numbers = {
+        "params_untouched": same_params,
+        "state_untouched": same_state,
+        "scale_halved": halved,
+        "next_step_updates": moved,
+    }
     return [Row("amp.fp16_inf_step_skipped", "PASS" if ok else "FAIL", numbers)]

@@ -66,7 +66,13 @@ def run_check(name: str, fn: Callable[[Context], list[Row]], ctx: Context) -> li
     except Exception as error:  # noqa: BLE001 - a failing check must not stop the others
         first = (str(error).strip().splitlines() or [""])[0][:200]
         where = traceback.extract_tb(error.__traceback__)[-1]
-        rows = [Row(name, "FAIL", note=f"{type(error).__name__}: {first} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})")]
+        rows = [
+            Row(
+                name,
+                "FAIL",
+                note=f"{type(error).__name__}: {first} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})",
+            )
+        ]
     finally:
         if torch.cuda.is_available():
             torch.cuda.synchronize()

@@ -15,8 +15,8 @@ import torch
 
 import adamx
 from scripts.acceptance.runner import Context, Row, grade
-from scripts.acceptance.synthetic import Spec, batch, specs, task_kwargs
 from scripts.acceptance.syncs import SyncCounter, cuda_sync_warnings
+from scripts.acceptance.synthetic import Spec, batch, specs, task_kwargs
 
 
 def build(spec: Spec, device: torch.device, seed: int = 0):
@@ -61,6 +61,7 @@ def count_syncs(ctx: Context) -> Iterator[list[int]]:
 
 # ------------------------------------------------------------------ deterministic step per task
 
+
 def check_deterministic_steps(ctx: Context) -> list[Row]:
     """One training step per task with use_deterministic_algorithms(True), twice from the same start:
     no op may refuse, and both runs must give bitwise-equal losses and gradients."""
@@ -78,16 +79,26 @@ def check_deterministic_steps(ctx: Context) -> list[Row]:
                     with torch.autocast(ctx.device.type, dtype=torch.bfloat16):
                         loss = task.loss(model, batch(spec, ctx.device))
                     loss.backward()
-                    grads = torch.cat([p.grad.reshape(-1).float() for p in model.parameters() if p.grad is not None])
+                    grads = torch.cat(
+                        [p.grad.reshape(-1).float() for p in model.parameters() if p.grad is not None]
+                    )
                     results.append((loss.detach().float(), grads))
             same = torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
             rows.append(Row(name, "PASS" if same else "FAIL", {"model": spec.model, "bitwise_equal": same}))
         except Exception as error:  # noqa: BLE001 - one task failing must not hide the others
-            rows.append(Row(name, "FAIL", {"model": spec.model}, f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"))
+            rows.append(
+                Row(
+                    name,
+                    "FAIL",
+                    {"model": spec.model},
+                    f"{type(error).__name__}: {str(error).splitlines()[0][:160]}",
+                )
+            )
     return rows
 
 
 # ------------------------------------------------------------------ Trainer helpers
+
 
 def trainer_run(ctx: Context, spec: Spec, model, task, batches: list, run_dir: str, opt=None, **config: Any):
     """``Trainer.fit()`` over ``batches`` (one epoch each time through them); returns (trainer, summary)."""
@@ -114,6 +125,7 @@ def trainer_run(ctx: Context, spec: Spec, model, task, batches: list, run_dir: s
 
 # ------------------------------------------------------------------ resume
 
+
 def check_resume(ctx: Context) -> list[Row]:
     """Two epochs straight vs one epoch, a new Trainer, and a resumed second epoch: bitwise-equal
     parameters; RAdam (torch reads its step counters every step) syncs no more per step after resume."""
@@ -122,10 +134,13 @@ def check_resume(ctx: Context) -> list[Row]:
     batches = [batch(spec, ctx.device, seed=i) for i in range(steps)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+
         def fresh(name: str, epochs: int):
             model, task = build(spec, ctx.device)
             opt = torch.optim.RAdam(model.parameters(), lr=1e-4)
-            return trainer_run(ctx, spec, model, task, batches, os.path.join(tmp, name), opt=opt, epochs=epochs)
+            return trainer_run(
+                ctx, spec, model, task, batches, os.path.join(tmp, name), opt=opt, epochs=epochs
+            )
 
         straight, _ = fresh("straight", 2)
         fresh("resumed", 1)
@@ -133,9 +148,14 @@ def check_resume(ctx: Context) -> list[Row]:
             resumed, _ = fresh("resumed", 2)  # finds last.pt, trains epoch 2
         with count_syncs(ctx) as before:
             fresh("first", 1)  # same work (one epoch, eval, checkpoint) without a resume
-    equal = all(torch.equal(a, b) for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()))
+    equal = all(
+        torch.equal(a, b)
+        for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values())
+    )
     per_step_after, per_step_before = after[0] / steps, before[0] / steps
-    rows.append(Row("trainer.resume_exact", "PASS" if equal else "FAIL", {"steps": 2 * steps, "bitwise_equal": equal}))
+    rows.append(
+        Row("trainer.resume_exact", "PASS" if equal else "FAIL", {"steps": 2 * steps, "bitwise_equal": equal})
+    )
     status = grade(per_step_after - per_step_before, 0.5, 2.0, higher_is_better=False)
     rows.append(
         Row(
@@ -150,6 +170,7 @@ def check_resume(ctx: Context) -> list[Row]:
 
 
 # ------------------------------------------------------------------ models: trainer vs bare loop
+
 
 def bare_loop(ctx: Context, model, task, batches: list, compile_model: bool) -> dict[str, float]:
     """forward/loss/backward/step under bf16 autocast, channels_last: images/s, memory drift."""
