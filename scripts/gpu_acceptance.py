@@ -17,6 +17,7 @@ import importlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
@@ -36,9 +37,24 @@ CHECKS = [  # (name prefix, "module:function"); order matters: data compares wit
     ("determinism", "training:check_deterministic_steps"),
     ("trainer", "training:check_resume"),
     ("ddp", "data_ddp:check_ddp"),
-    ("model", "training:check_models"),
+    ("model", "training:model_check"),  # one check per model of synthetic.specs()
     ("data", "data_ddp:check_cifar_loader"),
 ]
+
+
+def expand(checks: list[tuple[str, str]], tiny: bool) -> list[tuple[str, Callable]]:
+    """(name, function) per check; the model entry becomes one check per model."""
+    from scripts.acceptance.synthetic import specs
+
+    out = []
+    for name, target in checks:
+        module, fn = target.split(":")
+        found = getattr(importlib.import_module(f"scripts.acceptance.{module}"), fn)
+        if name == "model":
+            out += [(f"model.{spec.model}", found(spec)) for spec in specs(tiny)]
+        else:
+            out.append((name, found))
+    return out
 
 
 def selected(name: str, only: list[str], skip: list[str]) -> bool:
@@ -82,11 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         device=device, tiny=args.tiny, compile_models=compile_models, deadline=start + args.deadline_s
     )
     meta = {"device": str(device), "tiny": args.tiny, "argv": sys.argv[1:] if argv is None else argv}
-    for name, target in CHECKS:
+    for name, check in expand(CHECKS, args.tiny):
         if not selected(name, args.only, args.skip):
             continue
-        module, fn = target.split(":")
-        check = getattr(importlib.import_module(f"scripts.acceptance.{module}"), fn)
         new = run_check(name, check, ctx)
         for row in new:
             print(f"[{time.perf_counter() - start:6.1f} s] {row.status:<4} {row.name}", flush=True)

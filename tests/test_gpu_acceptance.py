@@ -20,7 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_tiny_cpu_run_passes_and_writes_json(tmp_path):
     out = tmp_path / "acceptance.json"
-    cmd = [sys.executable, "scripts/gpu_acceptance.py", "--device", "cpu", "--tiny", "--skip", "ddp", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "scripts/gpu_acceptance.py",
+        "--device",
+        "cpu",
+        "--tiny",
+        "--skip",
+        "ddp",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -49,7 +59,9 @@ def test_a_failing_check_becomes_one_fail_row_and_the_next_still_runs():
     def broken(ctx):
         raise RuntimeError("CUDA error: device-side assert triggered\nmore lines")
 
-    rows = run_check("broken", broken, ctx) + run_check("fine", lambda c: [Row("fine", "PASS", {"x": 1.5})], ctx)
+    rows = run_check("broken", broken, ctx) + run_check(
+        "fine", lambda c: [Row("fine", "PASS", {"x": 1.5})], ctx
+    )
     assert [r.status for r in rows] == ["FAIL", "PASS"]
     assert rows[0].note.startswith("RuntimeError: CUDA error: device-side assert triggered (")
     assert "more lines" not in rows[0].note

@@ -210,26 +210,24 @@ def _dynamo_graphs() -> int:
         return 0
 
 
-def check_models(ctx: Context) -> list[Row]:
-    """Each paper model at bf16 + channels_last: Trainer img/s vs a bare loop (target >= 0.95x), host
-    syncs per training step (fit() of N and N/2 steps, differenced, so evaluation and checkpoint cancel),
-    peak memory, memory drift over the bare loop, graphs compiled after warm-up (recompiles). Both
-    contenders warm up first (the Trainer with a 3-step fit() on the same model)."""
-    rows = []
-    steps = 3 if ctx.tiny else 100
-    for spec in specs(ctx.tiny):
+def model_check(spec: Spec):
+    """The check of one paper model (``gpu_acceptance.py`` runs one per model, so that the JSON grows
+    after each): bf16 + channels_last, Trainer img/s vs a bare loop (target >= 0.95x), host syncs per
+    training step (fit() of N and N/2 steps, differenced, so evaluation and checkpoint cancel), peak
+    memory, memory drift over the bare loop, graphs compiled after warm-up (recompiles). Both contenders
+    warm up first (the Trainer with a 3-step fit() on the same model)."""
+
+    def check(ctx: Context) -> list[Row]:
         name = f"model.{spec.model}"
         if ctx.out_of_time():
-            rows.append(Row(name, "SKIP", note="past --deadline-s; run it alone with --only model"))
-            continue
+            return [Row(name, "SKIP", note="past --deadline-s; run it alone with --only " + name)]
         try:
-            rows.append(_one_model(ctx, spec, steps, name))
-        except Exception as error:  # noqa: BLE001
-            rows.append(Row(name, "FAIL", note=f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"))
+            return [_one_model(ctx, spec, 3 if ctx.tiny else 100, name)]
         finally:
             if ctx.cuda:
                 torch.cuda.empty_cache()
-    return rows
+
+    return check
 
 
 def _one_model(ctx: Context, spec: Spec, steps: int, name: str) -> Row:
