@@ -227,12 +227,16 @@ def check_fused_speed(ctx: Context) -> list[Row]:
 
 def check_fp16_skip(ctx: Context) -> list[Row]:
     """fp16 autocast + GradScaler: a step whose gradient holds an inf is skipped (params and AdamX state
-    untouched, scale halved); the next finite step updates."""
+    untouched, scale halved); the next finite step updates. On AdamX's default and fused paths."""
+    return [_fp16_skip(ctx, path, kwargs) for path, kwargs in (("default", {}), ("fused", {"fused": True}))]
+
+
+def _fp16_skip(ctx: Context, path: str, kwargs: dict) -> Row:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).to(
         ctx.device
     )
-    opt = adamx.AdamX(model.parameters(), lr=1e-2)
+    opt = adamx.AdamX(model.parameters(), lr=1e-2, **kwargs)
     scaler = torch.amp.GradScaler(ctx.device.type, init_scale=1024.0)
     x, y = torch.randn(8, 16, device=ctx.device), torch.randint(0, 4, (8,), device=ctx.device)
 
@@ -273,4 +277,4 @@ def check_fp16_skip(ctx: Context) -> list[Row]:
         "scale_halved": halved,
         "next_step_updates": moved,
     }
-    return [Row("amp.fp16_inf_step_skipped", "PASS" if ok else "FAIL", numbers)]
+    return Row(f"amp.fp16_inf_step_skipped.{path}", "PASS" if ok else "FAIL", numbers)
