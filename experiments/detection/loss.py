@@ -12,6 +12,10 @@ by the number of levels nl, classes nc and image size: box *= 3 / nl; cls *= nc 
 obj *= (img_size / 640)^2 * 3 / nl. With nl = 3, nc = 20, 320 pixels: box 0.05, cls 0.125, obj 0.25,
 the defaults here (pass a gain to override it).
 
+Shapes. The assignment runs on fixed shapes (``dense_candidates`` and ``dense_ota_assign`` in
+``experiments.detection.assign``): two host syncs per call on CUDA instead of ~60, the same positives as
+the per-level ``ratio_assign``/``ota_assign`` (tests/test_detection_sync_free.py).
+
 Scale. Like YOLOv7, the returned loss is that sum times the batch size (YOLOv7's gradients, and
 so its learning rates, refer to this scale); the components dict holds the three gained terms
 before the batch-size factor.
@@ -131,9 +135,8 @@ class YoloLoss:
         lcls = flat.new_zeros(())
         if self.num_classes > 1:  # YOLO skips the class loss for one class
             classes = torch.arange(self.num_classes, device=device)
-            tcls = (
-                targets[pos.target, 1].long()[:, None] == classes
-            ).float()  # one-hot (F.one_hot reads max)
+            # one-hot by comparison: F.one_hot checks the labels' range with a host sync
+            tcls = (targets[pos.target, 1].long()[:, None] == classes).float()
             bce = F.binary_cross_entropy_with_logits(ps[:, 5:], tcls, reduction="none").sum(1)
             lcls = (bce @ onehot / (count * self.num_classes)).sum()
         tobj = torch.zeros_like(flat[:, 4])
