@@ -79,3 +79,36 @@ def test_ddp_check_grades_the_ratio(monkeypatch):
         monkeypatch.setattr(ddp, "detection_gradient_ratio", lambda *a, fake=fake, **k: fake)
         (row,) = data_ddp.check_ddp(ctx)
         assert row.name == "ddp.gloo.detection_grad_ratio" and row.status == status
+
+
+def test_bench_train_applies_trainer_settings_to_both_loops(monkeypatch):
+    """scripts/bench_train.py: the bare loop runs under the config's autocast and channels_last, and the
+    Trainer gets the config's trainer section (it ignored trainer.* before)."""
+    from helpers import compose_config
+
+    import scripts.bench_train as bench
+    from experiments.tasks.classification import ClassificationTask
+
+    cfg = compose_config(["trainer.precision=bf16", "trainer.channels_last=true", "trainer.compile=false"])
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            seen.append((x.is_contiguous(memory_format=torch.channels_last), self.conv(x).dtype))
+            return self.conv(x).mean((2, 3))
+
+    def fresh(cfg, num_classes, device):
+        model = Spy()
+        return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+    monkeypatch.setattr(bench, "fresh", fresh)
+    task = ClassificationTask(num_classes=4)
+    data = [(torch.rand(3, 8, 8), i % 4) for i in range(8)]
+    assert bench.minimal_loop(cfg, task, data, 4, 4, torch.device("cpu"), 0) > 0
+    assert seen == [(True, torch.bfloat16)] * 2
+    config = bench.trainer_config(cfg, torch.device("cpu"))
+    assert (config.precision, config.channels_last, config.compile, config.epochs) == ("bf16", True, False, 1)
