@@ -1,9 +1,12 @@
 """Object detection (YOLOv7-tiny on VOC): YOLOv7's loss for training, VOC mAP@0.5/0.75 for evaluation.
 
 Batches are ``(images, targets, metas)`` (docs/architecture.md, "Detection batches"). Evaluation decodes,
-runs per-class NMS, maps the boxes back to the original images (undoing the letterbox), gathers the
-per-image detections from every rank and scores them with the VOC all-point AP (primary, the paper's
-Eq. 20) and, on the same detections, COCO's 101-point AP through pycocotools.
+runs per-class NMS with a box kept once per class above ``conf_thres`` (``multi_label``, as YOLOv7's
+test.py scores mAP), maps the boxes back to the original images (undoing the letterbox), gathers the
+per-image detections of every rank, scores them on rank 0 with the VOC all-point AP (primary, the
+paper's Eq. 20) and, on the same detections, COCO's 101-point AP through pycocotools, and broadcasts the
+metrics. Training multiplies YOLOv7's loss by the world size (YOLOv7's rule), so that DDP's gradient
+average equals one process's gradient on the global batch.
 """
 
 from __future__ import annotations
