@@ -9,7 +9,7 @@ STAMP := $(VENV)/.adamx-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch>=2.4" "torchvision>=0.19"
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch>=2.5" "torchvision>=0.20"
 	$(PY) -m pip install -q -e ".[harness,test]"
 	touch $(STAMP)
 

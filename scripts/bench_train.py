@@ -1,12 +1,18 @@
 """Images/s of the Trainer against a minimal hand-written loop on the same model, data and batch.
 
     python scripts/bench_train.py --model digits_cnn --batch-size 32 --steps 300
+    python scripts/bench_train.py --model convnext_b --device cuda --batch-size 128 --steps 200 \
+        trainer.precision=bf16 trainer.channels_last=true trainer.compile=true
 
-The minimal loop is the way the authors' scripts train: DataLoader, forward, loss, backward, step. The
-Trainer runs one epoch of exactly ``--steps`` steps with its per-step LR, CSV logging and a progress bar
-on. The two alternate ``--repeats`` times (fresh model and optimizer each) and the medians are compared.
-A model whose data set is absent trains on the tiny real-format copy ``data/fixtures.py`` writes (said
-in the output), repeated to fill the steps.
+The minimal loop is the way the authors' scripts train: DataLoader, forward, loss, backward, step, with
+the same ``trainer.*`` settings as the Trainer (autocast dtype and fp16 GradScaler from
+``trainer.precision``, ``channels_last`` for model and images, ``torch.compile``, ``deterministic``,
+``tf32`` when the config has it). The Trainer runs ``fit()`` for one epoch of exactly ``--steps`` steps
+with its per-step LR, CSV logging and a progress bar on; its images/s is the summary's training
+throughput (the train loop alone, not the one-batch evaluation or the checkpoint). The two alternate
+``--repeats`` times (fresh model and optimizer each) and the medians are compared. A model whose data
+set is absent trains on the tiny real-format copy ``data/fixtures.py`` writes (said in the output),
+repeated to fill the steps.
 """
 
 from __future__ import annotations
@@ -76,10 +82,31 @@ def fresh(cfg, num_classes: int, device: torch.device):
     return model, build_optimizer(model, cfg.optimizer)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def apply_backend_flags(cfg) -> None:
+    """``trainer.deterministic`` and (when the config has it) ``trainer.tf32``, for both contenders."""
+    from experiments.seeding import seed_everything
+
+    seed_everything(0, bool(cfg.trainer.get("deterministic", False)))
+    tf32 = cfg.trainer.get("tf32")
+    if tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+        torch.backends.cudnn.allow_tf32 = bool(tf32)
+
+
 def minimal_loop(cfg, task, dataset, num_classes, batch_size, device, num_workers) -> float:
-    """DataLoader, forward, loss, backward, step: nothing else. Returns images/s."""
+    """DataLoader, forward, loss, backward, step under the config's autocast / channels_last / compile.
+    Returns images/s."""
     model, optimizer = fresh(cfg, num_classes, device)
     model.train()
+    channels_last = bool(cfg.trainer.channels_last)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward_model = torch.compile(model) if cfg.trainer.compile else model
+    dtype = PRECISIONS[str(cfg.trainer.precision)]
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -93,13 +120,19 @@ def minimal_loop(cfg, task, dataset, num_classes, batch_size, device, num_worker
     images = 0
     start = time.perf_counter()
     for batch in loader:
-        batch = task.to_device(batch, device)
-        if classification:
-            loss = F.cross_entropy(model(batch[0]), batch[1])
+        batch = task.to_device(batch, device, channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            if classification:
+                loss = F.cross_entropy(forward_model(batch[0]), batch[1])
+            else:
+                loss = task.loss(forward_model, batch)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         else:
-            loss = task.loss(model, batch)
-        loss.backward()
-        optimizer.step()
+            loss.backward()
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         images += task.batch_size(batch)
     if device.type == "cuda":
@@ -107,12 +140,24 @@ def minimal_loop(cfg, task, dataset, num_classes, batch_size, device, num_worker
     return images / (time.perf_counter() - start)
 
 
+def trainer_config(cfg, device: torch.device):
+    """The run's ``trainer`` section as a TrainerConfig, for one epoch with the progress bar on."""
+    from omegaconf import OmegaConf
+
+    from experiments.trainer import TrainerConfig
+
+    fields = OmegaConf.to_container(cfg.trainer, resolve=True)
+    known = {k: v for k, v in fields.items() if k in TrainerConfig.__dataclass_fields__}
+    known.update(epochs=1, device=device.type, progress=True, eval_every=1)
+    return TrainerConfig(**known)
+
+
 def trainer_epoch(cfg, task, dataset, num_classes, batch_size, device, num_workers, workdir: Path) -> float:
-    """One Trainer epoch (per-step LR, train.csv rows, progress bar). Returns images/s."""
+    """One Trainer epoch through ``fit()`` (per-step LR, train.csv rows, progress bar). Returns images/s."""
     from experiments.distributed import DistInfo
     from experiments.loaders import train_loader
     from experiments.schedule import build_lr_factor
-    from experiments.trainer import Trainer, TrainerConfig
+    from experiments.trainer import Trainer
 
     model, optimizer = fresh(cfg, num_classes, device)
     loader = train_loader(
@@ -126,27 +171,22 @@ def trainer_epoch(cfg, task, dataset, num_classes, batch_size, device, num_worke
     )
     lr_factor = build_lr_factor("linear_to_min", peak=float(cfg.optimizer.lr), total_steps=len(loader))
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
-    config = TrainerConfig(
-        epochs=1, device=str(device.type), progress=True, log_every=int(cfg.trainer.log_every)
-    )
+    eval_batch = [task.collate([dataset[i] for i in range(batch_size)])]  # one batch: fit() evaluates once
     trainer = Trainer(
         task=task,
         model=model,
         optimizer=optimizer,
         train_data=loader,
-        eval_data=[],
+        eval_data=eval_batch,
         lr_factor=lr_factor,
         run_dir=run_dir,
-        config=config,
+        config=trainer_config(cfg, device),
         dist=DistInfo(device=device),
     )
-    start = time.perf_counter()
-    trainer.train_epoch()
-    elapsed = time.perf_counter() - start
-    trainer.train_log.close()
+    summary = trainer.fit()
     rows = sum(1 for _ in open(run_dir / "train.csv")) - 1
     assert rows == len(loader), f"train.csv has {rows} rows for {len(loader)} steps"
-    return trainer.samples / elapsed
+    return float(summary["throughput_samples_per_s"])
 
 
 def main() -> None:
@@ -167,6 +207,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     cfg = compose_cfg(args.model, [f"dataset.batch_size={args.batch_size}", *args.overrides])
+    apply_backend_flags(cfg)
     workers = cfg.dataset.num_workers if args.num_workers is None else args.num_workers
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -180,6 +221,11 @@ def main() -> None:
         print(
             f"model {args.model}, optimizer {cfg.optimizer.name}, batch {args.batch_size}, {args.steps} steps, "
             f"{args.repeats} repeats, device {device}, workers {workers}; data: {note}"
+        )
+        t = cfg.trainer
+        print(
+            f"precision {t.precision}, channels_last {t.channels_last}, compile {t.compile}, "
+            f"deterministic {t.deterministic}, tf32 {t.get('tf32', 'n/a')} (both loops)"
         )
         print(
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "

@@ -115,6 +115,37 @@ def test_evaluate_oracle_scores_one_and_sharding_changes_nothing(bundle):
     assert sharded == pytest.approx(full)
 
 
+def test_only_rank0_scores_and_the_metrics_are_broadcast(bundle, monkeypatch):
+    import experiments.tasks.detection as detection
+
+    task = OracleTask(img_size=SIZE)
+    loader = DataLoader(bundle.eval, batch_size=3, collate_fn=task.collate)
+    scored = []
+    real = detection.voc_map
+    monkeypatch.setattr(detection, "voc_map", lambda *a, **k: scored.append(1) or real(*a, **k))
+    sent = {"map50": 0.5, "map75": 0.25}
+    rank1 = EvalContext(device=torch.device("cpu"), rank=1, broadcast_object=lambda obj: obj or sent)
+    assert task.evaluate(OracleModel(oracle_detections(loader)), loader, rank1) == sent
+    assert scored == []  # rank 1 left the matching to rank 0
+    broadcast = []
+    rank0 = EvalContext(
+        device=torch.device("cpu"), rank=0, broadcast_object=lambda obj: broadcast.append(obj) or obj
+    )
+    metrics = task.evaluate(OracleModel(oracle_detections(loader)), loader, rank0)
+    assert scored == [1] and broadcast == [metrics] and metrics["map50"] == pytest.approx(1.0)
+
+
+def test_batch_to_host_splits_one_copy_per_image():
+    from experiments.tasks.detection import batch_to_host
+
+    dets = [torch.rand(3, 6), torch.zeros(0, 6), torch.rand(1, 6, dtype=torch.float64)]
+    host = batch_to_host(dets)
+    assert [h.shape for h in host] == [(3, 6), (0, 6), (1, 6)]
+    for h, d in zip(host, dets):
+        np.testing.assert_array_equal(h, d.float().numpy())
+    assert batch_to_host([]) == []
+
+
 @pytest.mark.parametrize("assigner", ["ota", "ratio"])
 def test_loss_through_a_wrapper(bundle, assigner):
     torch.manual_seed(0)

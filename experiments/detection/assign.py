@@ -160,3 +160,169 @@ def ota_assign(
         sel = pos & (level == lv)
         out.append(LevelMatches(image[sel], anchor[sel], gy[sel], gx[sel], owner[sel]))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The same assignment on fixed shapes, for training: one host sync per call instead of ~50.
+#
+# ``ratio_assign``/``ota_assign`` above are the readable per-level definition (and what tests inspect);
+# every boolean mask and ``unique`` there makes a CUDA host wait for the device. Below, the candidates are
+# kept as a dense (level, offset, anchor, target) grid with a validity mask, predictions are addressed by
+# their flat row in the concatenated levels (``flat_key``), duplicates are found by sorting keys, and the
+# only data-dependent step is the final ``nonzero`` that lists the positives. The positives come out in
+# the order the per-level functions produce them, so the loss is the same to float rounding.
+
+
+@dataclass
+class Candidates:
+    """Every (level, offset, anchor, target) ratio candidate as aligned (M,) tensors, M = nl * 5 * na * nt,
+    level-major then offset, anchor, target (the order of ``ratio_assign``'s output)."""
+
+    valid: torch.Tensor  # bool: the anchor fits and the offset's neighbour cell is used
+    key: torch.Tensor  # int64 row of the prediction in the concatenated flat levels
+    target: torch.Tensor
+    level: torch.Tensor
+    anchor: torch.Tensor
+    gy: torch.Tensor
+    gx: torch.Tensor
+    stride: torch.Tensor  # float, the level's stride
+    anchor_wh: torch.Tensor  # (M, 2) float, the anchor's size in pixels
+
+
+@dataclass
+class Positives:
+    """The assigned predictions as aligned (n,) tensors (``Candidates`` fields at the chosen entries)."""
+
+    key: torch.Tensor
+    target: torch.Tensor
+    level: torch.Tensor
+    anchor: torch.Tensor
+    gy: torch.Tensor
+    gx: torch.Tensor
+    stride: torch.Tensor
+    anchor_wh: torch.Tensor
+
+    def per_level(self, preds_shapes: list[torch.Size]) -> list[LevelMatches]:
+        """Split into ``LevelMatches`` (host syncs; for inspection and tests)."""
+        out = []
+        for lv, shape in enumerate(preds_shapes):
+            sel = self.level == lv
+            na, ny, nx = shape[1], shape[2], shape[3]
+            image = (self.key[sel] - level_offsets(preds_shapes)[lv]) // (na * ny * nx)
+            out.append(LevelMatches(image, self.anchor[sel], self.gy[sel], self.gx[sel], self.target[sel]))
+        return out
+
+
+def level_offsets(shapes: list[torch.Size]) -> list[int]:
+    """First flat row of each level in ``flatten_levels``'s output."""
+    offsets, start = [], 0
+    for s in shapes:
+        offsets.append(start)
+        start += s[0] * s[1] * s[2] * s[3]
+    return offsets
+
+
+def flatten_levels(preds: list[torch.Tensor]) -> torch.Tensor:
+    """(sum of B * na * ny * nx, no): every prediction of every level as one row."""
+    return torch.cat([p.reshape(-1, p.shape[-1]) for p in preds])
+
+
+def dense_candidates(
+    targets: torch.Tensor,
+    anchors: torch.Tensor,
+    strides: tuple[int, ...],
+    shapes: list[torch.Size],
+    offsets: torch.Tensor,
+    anchor_t: float = 4.0,
+) -> Candidates:
+    """``ratio_assign`` as a dense grid with a validity mask (no host sync); ``offsets`` is ``_OFFSETS``
+    as a (5, 2) tensor on the targets' device."""
+    nt, device = targets.shape[0], targets.device
+    image = targets[:, 0].long()
+    fields: dict[str, list[torch.Tensor]] = {name: [] for name in Candidates.__dataclass_fields__}
+    for level, (stride, shape, start) in enumerate(zip(strides, shapes, level_offsets(shapes))):
+        na, ny, nx = shape[1], shape[2], shape[3]
+        level_anchors = anchors[level] / stride
+        gxy, gwh = targets[:, 2:4] / stride, targets[:, 4:6] / stride
+        ratio = gwh[None] / level_anchors[:, None]  # (na, nt, 2)
+        fits = torch.maximum(ratio, 1 / ratio).amax(-1) < anchor_t
+        inverse = torch.stack([nx - gxy[:, 0], ny - gxy[:, 1]], dim=1)
+        low = (gxy % 1 < 0.5) & (gxy > 1)
+        high = (inverse % 1 < 0.5) & (inverse > 1)
+        use = torch.stack([torch.ones_like(low[:, 0]), low[:, 0], low[:, 1], high[:, 0], high[:, 1]])
+        cell = (gxy[None] - offsets[:, None]).floor().long()  # (5, nt, 2)
+        gx = cell[..., 0].clamp(0, nx - 1)[:, None].expand(5, na, nt)
+        gy = cell[..., 1].clamp(0, ny - 1)[:, None].expand(5, na, nt)
+        anchor = torch.arange(na, device=device)[None, :, None].expand(5, na, nt)
+        fields["valid"].append((use[:, None, :] & fits[None]).reshape(-1))
+        fields["key"].append((start + ((image[None, None] * na + anchor) * ny + gy) * nx + gx).reshape(-1))
+        fields["target"].append(torch.arange(nt, device=device).repeat(5 * na))
+        fields["level"].append(torch.full((5 * na * nt,), level, dtype=torch.long, device=device))
+        fields["anchor"].append(anchor.reshape(-1))
+        fields["gy"].append(gy.reshape(-1))
+        fields["gx"].append(gx.reshape(-1))
+        fields["stride"].append(torch.full((5 * na * nt,), float(stride), device=device))
+        fields["anchor_wh"].append(anchors[level][anchor.reshape(-1)])
+    return Candidates(**{name: torch.cat(values) for name, values in fields.items()})
+
+
+def take(c: Candidates, index: torch.Tensor, **replace: torch.Tensor) -> Positives:
+    """The candidates at ``index`` (``replace`` overrides fields, e.g. the OTA owner as target)."""
+    values = {name: getattr(c, name)[index] for name in Positives.__dataclass_fields__}
+    values.update(replace)
+    return Positives(**values)
+
+
+def dense_ratio_assign(c: Candidates) -> Positives:
+    """Every valid candidate, duplicates included (``ratio_assign``'s positives): one host sync."""
+    return take(c, c.valid.nonzero().squeeze(1))
+
+
+@torch.no_grad()
+def dense_ota_assign(
+    flat: torch.Tensor,
+    targets: torch.Tensor,
+    c: Candidates,
+    num_classes: int,
+    topk: int = 10,
+    iou_weight: float = 3.0,
+) -> Positives:
+    """``ota_assign`` on the dense candidates (see its docstring for the rule): one host sync.
+
+    The pool is the valid candidates with distinct keys, in key order (= ``torch.unique``'s order of
+    (level, image, anchor, gy, gx)): keys are sorted with invalid ones pushed to the end, and a candidate
+    joins the pool when its key differs from the previous one.
+    """
+    if targets.shape[0] == 0:  # a shape, known on the host
+        return take(c, c.key.new_zeros(0))
+    sentinel = flat.shape[0]
+    keys, order = torch.where(c.valid, c.key, sentinel).sort(stable=True)
+    first = torch.ones_like(c.valid)
+    first[1:] = keys[1:] != keys[:-1]
+    pool = c.valid[order] & first  # (M,) in sorted order
+
+    raw = flat[keys.clamp(max=sentinel - 1)].float()
+    gy, gx = c.gy[order], c.gx[order]
+    boxes = decode_at(raw, gy, gx, c.anchor_wh[order], c.stride[order][:, None])
+    image = (targets[:, 0].long()[c.target])[order]  # each candidate's image, via its target
+
+    same_image = (targets[:, 0].long()[:, None] == image[None, :]) & pool[None, :]  # (nt, M)
+    iou = box_iou(xywh_to_xyxy(targets[:, 2:6]), xywh_to_xyxy(boxes)) * same_image
+    k = min(topk, iou.shape[1])
+    dynamic_k = iou.topk(k, dim=1).values.sum(1).int().clamp(min=1)
+
+    log_p = 0.5 * (F.logsigmoid(raw[:, 5:]) + F.logsigmoid(raw[:, 4:5]))
+    p = log_p.exp().clamp(1e-7, 1 - 1e-7)
+    neg = -torch.log1p(-p)
+    cls_t = targets[:, 1].long()
+    cls_cost = neg.sum(1)[None, :] - neg.T[cls_t] - p.log().T[cls_t]
+    cost = cls_cost + iou_weight * -torch.log(iou + 1e-8)
+    cost = cost.masked_fill(~same_image, float("inf"))
+
+    chosen = cost.topk(k, dim=1, largest=False).indices
+    keep = torch.arange(k, device=flat.device)[None, :] < dynamic_k[:, None]
+    matching = torch.zeros_like(same_image).scatter_(1, chosen, keep) & same_image
+    claims = matching.sum(0)
+    owner = torch.where(claims > 1, cost.argmin(0), matching.int().argmax(0))
+    chosen_rows = (claims > 0).nonzero().squeeze(1)
+    return take(c, order[chosen_rows], target=owner[chosen_rows])

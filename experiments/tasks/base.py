@@ -15,15 +15,35 @@ import torch
 from torch import nn
 
 
+def current_rank() -> int:
+    """This process's rank in the default group (0 without one)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return 0
+
+
+def broadcast_from_rank0(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (identity without a process group)."""
+    from experiments.distributed import broadcast_object
+
+    return broadcast_object(obj)
+
+
 @dataclass
 class EvalContext:
-    """Where evaluation runs: device, autocast context, and cross-rank reductions (identity on one process)."""
+    """Where evaluation runs: device, autocast context, and cross-rank reductions (identity on one process).
+
+    ``rank`` and ``broadcast_object`` let a task score on rank 0 alone and hand the result to the others;
+    both default to the live process group, so a context built without them still does the right thing.
+    """
 
     device: torch.device
     autocast: Callable[[], AbstractContextManager] = nullcontext
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
     all_gather_object: Callable[[Any], list[Any]] = field(default=lambda obj: [obj])
     progress: Callable[[Iterable], Iterable] = field(default=lambda it: it)
+    rank: int = field(default_factory=current_rank)
+    broadcast_object: Callable[[Any], Any] = field(default=broadcast_from_rank0)
 
 
 @runtime_checkable

@@ -1,9 +1,12 @@
 """Object detection (YOLOv7-tiny on VOC): YOLOv7's loss for training, VOC mAP@0.5/0.75 for evaluation.
 
 Batches are ``(images, targets, metas)`` (docs/architecture.md, "Detection batches"). Evaluation decodes,
-runs per-class NMS, maps the boxes back to the original images (undoing the letterbox), gathers the
-per-image detections from every rank and scores them with the VOC all-point AP (primary, the paper's
-Eq. 20) and, on the same detections, COCO's 101-point AP through pycocotools.
+runs per-class NMS with a box kept once per class above ``conf_thres`` (``multi_label``, as YOLOv7's
+test.py scores mAP), maps the boxes back to the original images (undoing the letterbox), gathers the
+per-image detections of every rank, scores them on rank 0 with the VOC all-point AP (primary, the
+paper's Eq. 20) and, on the same detections, COCO's 101-point AP through pycocotools, and broadcasts the
+metrics. Training multiplies YOLOv7's loss by the world size (YOLOv7's rule), so that DDP's gradient
+average equals one process's gradient on the global batch.
 """
 
 from __future__ import annotations
@@ -35,6 +38,22 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def world_size() -> int:
+    """Processes in the default group (1 without one)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def batch_to_host(dets: list[torch.Tensor]) -> list[np.ndarray]:
+    """Per-image (n, 6) detections as float32 arrays with one device-to-host copy for the whole batch."""
+    if not dets:
+        return []
+    sizes = [len(d) for d in dets]  # shapes: known on the host after NMS
+    flat = torch.cat([d.float() for d in dets]).cpu().numpy()
+    return np.split(flat, np.cumsum(sizes)[:-1])
+
+
 def to_original(dets: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     """Map (n, 6) detections from letterboxed-input pixels back to the original image, clipped to it."""
     out = dets.astype(np.float64, copy=True)
@@ -62,7 +81,7 @@ class DetectionTask:
         conf_thres: float = 0.001,
         iou_thres: float = 0.65,
         max_det: int = 300,
-        multi_label: bool = False,
+        multi_label: bool = True,
         coco_metrics: bool = True,
         loss: dict[str, Any] | None = None,
     ) -> None:
@@ -113,11 +132,13 @@ class DetectionTask:
         return self._loss_fn
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """YOLOv7's loss times the number of processes: DDP averages gradients over ranks, and YOLOv7
+        (train.py) multiplies by world_size so that N processes step like one with the global batch."""
         images, targets, _ = batch
         preds = model(images)
         loss, parts = self.loss_fn(model)([p.float() for p in preds], targets)
         self.last_parts = parts  # detached box/obj/cls terms, for whoever wants to log them
-        return loss
+        return loss * world_size()
 
     def sampled_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor | None:
         return None  # the paper does not run SophiaG on detection
@@ -132,18 +153,24 @@ class DetectionTask:
         return nms(decoded, self.conf_thres, self.iou_thres, self.max_det, multi_label=self.multi_label)
 
     def evaluate(self, model: nn.Module, loader: Iterable, ctx: EvalContext) -> dict[str, float]:
+        """Detections of every rank are gathered, scored on rank 0 alone (the VOC and COCO matching is CPU
+        work that would otherwise repeat on every rank) and the metrics broadcast to all ranks."""
         records: list[tuple[str, np.ndarray, dict[str, Any]]] = []
         for batch in ctx.progress(loader):
             images, _, metas = self.to_device(batch, ctx.device)
             with ctx.autocast():
                 dets = self.predict(model, images)
-            for det, meta in zip(dets, metas):
+            for det, meta in zip(batch_to_host(dets), metas):
                 gt = {k: meta[k] for k in ("boxes", "labels", "difficult")}
-                records.append((meta["image_id"], to_original(det.float().cpu().numpy(), meta), gt))
-        # every rank scores the union; a DistributedSampler's padding repeats images, so keep each once
-        unique = {
-            image_id: (det, gt) for part in ctx.all_gather_object(records) for image_id, det, gt in part
-        }
+                records.append((meta["image_id"], to_original(det, meta), gt))
+        parts = ctx.all_gather_object(records)
+        metrics = self.score(parts) if ctx.rank == 0 else None
+        return ctx.broadcast_object(metrics)
+
+    def score(self, parts: list[list[tuple[str, np.ndarray, dict[str, Any]]]]) -> dict[str, float]:
+        """VOC (and COCO) mAP over the gathered records; a DistributedSampler's padding repeats images,
+        so each image id counts once."""
+        unique = {image_id: (det, gt) for part in parts for image_id, det, gt in part}
         ordered = [unique[k] for k in sorted(unique)]
         detections, ground_truths = [d for d, _ in ordered], [g for _, g in ordered]
         voc = voc_map(detections, ground_truths, self.num_classes)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.segmentation.loss import ce_dice_loss
+from experiments.segmentation.loss import ce_dice_loss, pixel_cross_entropy
 from experiments.segmentation.miou import ConfusionMatrix, iou_per_class, mean_iou
 from experiments.tasks.base import EvalContext
 
@@ -109,7 +109,7 @@ class SegmentationTask:
             gumbel = -torch.empty_like(logits, dtype=torch.float32).exponential_().log()
             sampled = (logits.detach().float() + gumbel).argmax(dim=1)
             sampled = torch.where(masks == self.ignore_index, masks, sampled)
-        return F.cross_entropy(logits.float(), sampled, ignore_index=self.ignore_index)
+        return pixel_cross_entropy(logits, sampled, self.ignore_index)  # deterministic on CUDA
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, loader: Iterable, ctx: EvalContext) -> dict[str, float]:
