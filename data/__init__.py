@@ -14,10 +14,10 @@ from typing import Any
 from torch.utils.data import Dataset
 
 DATASETS: dict[str, str] = {
-    "digits": "data.digits:build",
-    "cifar100": "data.cifar:build",
-    "voc": "data.voc:build",
-    "sbd": "data.sbd:build",
+    "digits": "data.digits.dataset:build",
+    "cifar100": "data.cifar.dataset:build",
+    "voc": "data.voc.dataset:build",
+    "sbd": "data.sbd.dataset:build",
 }
 
 

@@ -15,9 +15,9 @@ import importlib
 from pathlib import Path
 
 WRITERS: dict[str, str] = {
-    "cifar100": "data.fixtures_cifar:write_cifar100",
-    "voc": "data.fixtures_voc:write_voc",
-    "sbd": "data.fixtures_sbd:write_sbd",
+    "cifar100": "data.cifar.fixture:write_cifar100",
+    "voc": "data.voc.fixture:write_voc",
+    "sbd": "data.sbd.fixture:write_sbd",
 }
 
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 from scipy import stats
 
-from data.cifar_augment import (
+from data.cifar.augment import (
     CifarEvalTransform,
     CifarTrainTransform,
     hsv_to_rgb,
     rgb_to_hsv,
     to_unit,
 )
-from data.cifar_device import DeviceResidentCifar
+from data.cifar.device import DeviceResidentCifar
 
 N_DRAWS = 4000
 

@@ -11,7 +11,7 @@ from torchvision.datasets import VOCDetection
 from data import DatasetNotFoundError, build_datasets
 from data.fixtures import write_fixture
 from data.voc import VOC_CLASSES, parse_annotation
-from data.voc_augment import PAD_VALUE, AugmentConfig, hsv_jitter, keep_boxes, letterbox
+from data.voc.augment import PAD_VALUE, AugmentConfig, hsv_jitter, keep_boxes, letterbox
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from torch.utils.data import ConcatDataset
 from torchvision.datasets import VOCDetection
 
 from data import DatasetBundle, DatasetNotFoundError
-from data.voc_augment import AugmentConfig, letterbox
+from data.voc.augment import AugmentConfig, letterbox
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

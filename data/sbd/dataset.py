@@ -5,7 +5,7 @@
 ``root`` is the folder holding ``img/``, ``cls/``, ``train.txt`` and ``val.txt`` (what torchvision's
 download leaves there); the extracted archive's ``benchmark_RELEASE/dataset`` inside it is accepted too.
 Items are ``(image uint8 (3, S, S), mask uint8)``: random scale/flip/crop for training, resized images with
-original-size masks for evaluation (``data/sbd_augment.py``).
+original-size masks for evaluation (``data/sbd/augment.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 from torchvision.datasets import SBDataset
 
 from data import DatasetBundle, DatasetNotFoundError
-from data.sbd_augment import IGNORE_INDEX, EvalTransform, ResizeTransform, TrainTransform
-from data.voc import VOC_CLASSES
+from data.sbd.augment import IGNORE_INDEX, EvalTransform, ResizeTransform, TrainTransform
+from data.voc.dataset import VOC_CLASSES
 
 SBD_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
 ENV_VAR = "SBD_ROOT"

@@ -2,7 +2,7 @@
 
 The root comes from the config (``dataset.root``), else the ``CIFAR100_ROOT`` environment variable,
 else ``./datasets/cifar100``; it is the folder that holds ``cifar-100-python/``. The bundle always
-offers ``device_loader`` (data/cifar_device.py): it only references the arrays torchvision loaded,
+offers ``device_loader`` (data/cifar/device.py): it only references the arrays torchvision loaded,
 and nothing moves to a device until the trainer picks it (``dataset.device_resident=true``).
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 from torchvision.datasets import CIFAR100
 
 from data import DatasetBundle, DatasetNotFoundError
-from data.cifar_augment import CifarEvalTransform, CifarTrainTransform
-from data.cifar_device import DeviceResidentCifar
-from data.fixtures_cifar import MANIFEST
+from data.cifar.augment import CifarEvalTransform, CifarTrainTransform
+from data.cifar.device import DeviceResidentCifar
+from data.cifar.fixture import MANIFEST
 
 ENV_VAR = "CIFAR100_ROOT"
 DEFAULT_ROOT = "datasets/cifar100"
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class FixtureCIFAR100(CIFAR100):
-    """torchvision's CIFAR100 checked against a fixture's own md5 manifest (data/fixtures_cifar.py).
+    """torchvision's CIFAR100 checked against a fixture's own md5 manifest (data/cifar/fixture.py).
 
     A fixture cannot match the md5s of the real archive; its files are still verified, against the
     checksums its writer recorded, so an edited or truncated fixture fails as real data would.
