@@ -176,6 +176,26 @@ def test_boxes_dropped_when_tiny_or_mostly_outside():
     np.testing.assert_allclose(clipped[2], [0, 10, 20, 50])
 
 
+def test_box_candidates_boundaries_as_yolov7():
+    """YOLOv7's box_candidates: w, h > 2 px, area ratio > 0.1, aspect max(w/h, h/w) < 20, all strict."""
+    cfg = AugmentConfig()
+    moved = np.array(
+        [
+            [0, 0, 2, 30],  # exactly 2 px wide: dropped (w > 2 is strict)
+            [0, 0, 2.5, 30],  # 2.5 px wide, aspect 12: kept
+            [0, 10, 60, 12.9],  # 60 x 2.9 px, aspect 20.7: dropped by ar_thr alone
+            [0, 10, 57, 12.9],  # 57 x 2.9 px, aspect 19.7: kept
+            [-50, 0, 10, 3.01],  # clipped to 10 x 3.01 of 60 x 3.01: aspect 3.3, area ratio 0.167: kept
+            [-20, 0, 3, 60],  # clipped to 3 x 60 of 23 x 60 (ratio 0.13 > 0.1), aspect exactly 20: dropped
+        ],
+        np.float32,
+    )
+    _, keep = keep_boxes(moved, 64, cfg)
+    assert keep.tolist() == [False, True, False, True, True, False]
+    _, loose = keep_boxes(moved, 64, AugmentConfig(max_aspect=np.inf))
+    assert loose.tolist() == [False, True, True, True, True, True]  # only ar_thr removed rows 2 and 5
+
+
 def test_hsv_jitter_changes_colour_not_geometry():
     img = scene(64, 48, (10, 10, 30, 30))
     out = hsv_jitter(img, AugmentConfig(), torch.Generator().manual_seed(0))

@@ -4,13 +4,17 @@ test (4,952), all read through ``torchvision.datasets.VOCDetection`` and letterb
 An item is ``(image uint8 (3, S, S), (targets float (n, 5) [class, cx, cy, w, h] in canvas pixels, meta))``
 (the pair because ``VOCDetection`` unpacks its ``transforms`` into two);
 ``meta`` holds what evaluation needs to map detections back (``orig_size`` (h, w), ``scale``, ``pad``
-(left, top)) and the original ground truth (``boxes`` xyxy, ``labels``, ``difficult``) plus ``image_id``.
-VOC's 1-based inclusive pixel boxes become continuous ``[xmin - 1, xmax]``, so IoUs equal the devkit's.
+(left, top)) and the original ground truth (``boxes`` xyxy, ``labels``, ``difficult``) plus ``image_id``
+(``VOC2007/000001``, from the image's path). VOC's 1-based inclusive pixel boxes become continuous
+``[xmin - 1, xmax]``, so IoUs equal the devkit's. A bad file (unparsable XML, a missing field, an unknown
+class, a box outside the image, a truncated JPEG, XML size not the image's) raises ``DataFileError``
+naming it when the item is read; ``scripts/check_data.py dataset=voc`` finds them all up front.
 """
 
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from torch.utils.data import ConcatDataset
 from torchvision.datasets import VOCDetection
 
 from data import DatasetBundle, DatasetNotFoundError
+from data.files import bad_file, open_jpeg
 from data.voc.augment import AugmentConfig, letterbox
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -31,45 +36,112 @@ SPLITS = {"train": [("2007", "trainval"), ("2012", "trainval")], "eval": [("2007
 ENV_VAR = "VOC_ROOT"
 
 
-def parse_annotation(annotation: dict[str, Any]) -> dict[str, Any]:
-    """torchvision's annotation dict -> ``boxes`` float32 (n, 4) xyxy, ``labels`` int64, ``difficult`` bool."""
-    ann = annotation["annotation"]
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_annotation(annotation: dict[str, Any], source: str | os.PathLike = "annotation") -> dict[str, Any]:
+    """torchvision's annotation dict -> ``boxes`` float32 (n, 4) xyxy, ``labels`` int64, ``difficult`` bool,
+    ``orig_size`` (h, w). Anything a loader cannot trust raises ``DataFileError`` naming ``source``."""
+    ann = annotation.get("annotation") if isinstance(annotation, dict) else None
+    size = ann.get("size") if isinstance(ann, dict) else None
+    width = _number(size.get("width")) if isinstance(size, dict) else None
+    height = _number(size.get("height")) if isinstance(size, dict) else None
+    if not width or not height or width < 1 or height < 1:
+        raise bad_file(source, "has no <size> with a positive numeric <width> and <height>")
     objects = ann.get("object", [])
     if isinstance(objects, dict):
         objects = [objects]
     boxes, labels, difficult = [], [], []
-    for obj in objects:
-        name = obj["name"].strip()
+    for k, obj in enumerate(objects, start=1):
+        name = (
+            obj.get("name", "").strip() if isinstance(obj, dict) and isinstance(obj.get("name"), str) else ""
+        )
         if name not in CLASS_INDEX:
-            raise ValueError(
-                f"Unknown VOC class {name!r} in {ann.get('filename')}; expected one of {VOC_CLASSES}."
+            raise bad_file(
+                source,
+                f"object {k} has unknown VOC class {name!r} (expected one of {', '.join(VOC_CLASSES)})",
             )
-        bb = obj["bndbox"]
-        boxes.append([float(bb["xmin"]) - 1, float(bb["ymin"]) - 1, float(bb["xmax"]), float(bb["ymax"])])
+        bb = obj.get("bndbox")
+        coords = (
+            [_number(bb.get(key)) for key in ("xmin", "ymin", "xmax", "ymax")] if isinstance(bb, dict) else []
+        )
+        if len(coords) != 4 or None in coords:
+            raise bad_file(source, f"object {k} ({name}) has no <bndbox> with numeric xmin, ymin, xmax, ymax")
+        xmin, ymin, xmax, ymax = coords
+        if not (0 <= xmin <= xmax <= width and 0 <= ymin <= ymax <= height):
+            raise bad_file(
+                source,
+                f"object {k} ({name}) has box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) outside the "
+                f"{width:g}x{height:g} image (or inverted)",
+            )
+        flag = obj.get("difficult", "0") or "0"
+        if not isinstance(flag, str) or flag.strip() not in ("0", "1"):
+            raise bad_file(source, f"object {k} ({name}) has <difficult> {flag!r}, not 0 or 1")
+        boxes.append([xmin - 1, ymin - 1, xmax, ymax])
         labels.append(CLASS_INDEX[name])
-        difficult.append(int(obj.get("difficult", 0) or 0) == 1)
-    size = ann["size"]
+        difficult.append(flag.strip() == "1")
     return {
-        "image_id": f"{ann.get('folder', '')}/{Path(ann['filename']).stem}",
-        "orig_size": (int(size["height"]), int(size["width"])),
+        "orig_size": (int(height), int(width)),
         "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         "labels": np.asarray(labels, dtype=np.int64),
         "difficult": np.asarray(difficult, dtype=bool),
     }
 
 
+def read_annotation(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse the VOC XML at ``path`` (``parse_annotation``'s checks included), naming it in any error."""
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError as err:
+        raise bad_file(path, "is missing", "copy it from the original archive") from err
+    except (ET.ParseError, OSError) as err:
+        raise bad_file(path, f"is not parsable XML ({err})") from err
+    return parse_annotation(VOCDetection.parse_voc_xml(root), path)
+
+
+def image_id(image_path: str | os.PathLike) -> str:
+    """``VOC2007/000001`` from ``.../VOC2007/JPEGImages/000001.jpg``: from the path, never from the XML's
+    ``<folder>``/``<filename>`` (two annotations naming the same file would merge two images in the mAP)."""
+    path = Path(image_path)
+    return f"{path.parent.parent.name}/{path.stem}"
+
+
+def read_item(image_path: str | os.PathLike, xml_path: str | os.PathLike, fast: bool = False):
+    """The RGB image and its checked annotation (with ``image_id``); the XML's size must be the image's."""
+    gt = read_annotation(xml_path)
+    img = open_jpeg(image_path, fast=fast)
+    w, h = img.info["original_size"]
+    if (h, w) != gt["orig_size"]:
+        raise bad_file(
+            xml_path,
+            f"gives size {gt['orig_size'][1]}x{gt['orig_size'][0]} but {Path(image_path).name} is {w}x{h}",
+        )
+    gt["image_id"] = image_id(image_path)
+    return img, gt
+
+
+class CheckedVOCDetection(VOCDetection):
+    """torchvision's ``VOCDetection`` whose items pass ``read_item``: every unreadable or inconsistent
+    file fails with one sentence naming it, and ``transforms`` receive the parsed annotation."""
+
+    def __getitem__(self, index: int):
+        img, gt = read_item(self.images[index], self.annotations[index])
+        return self.transforms(img, gt) if self.transforms is not None else (img, gt)
+
+
 class LetterboxTransform:
-    """``VOCDetection``'s ``transforms``: (PIL image, annotation dict) -> (image, (targets, meta))."""
+    """``CheckedVOCDetection``'s ``transforms``: (PIL image, parsed annotation) -> (image, (targets, meta))."""
 
     def __init__(self, img_size: int, augment: AugmentConfig | None, keep_difficult: bool) -> None:
         self.img_size = img_size
         self.augment = augment
         self.keep_difficult = keep_difficult
 
-    def __call__(
-        self, img, annotation: dict[str, Any]
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, dict[str, Any]]]:
-        gt = parse_annotation(annotation)
+    def __call__(self, img, gt: dict[str, Any]) -> tuple[torch.Tensor, tuple[torch.Tensor, dict[str, Any]]]:
         h, w = img.height, img.width
         canvas, boxes, keep, geometry = letterbox(img, gt["boxes"], self.img_size, self.augment)
         if not self.keep_difficult:
@@ -140,7 +212,7 @@ def build(
         return ConcatDataset(
             [
                 # fetch (and extract) an archive only while its split is missing
-                VOCDetection(
+                CheckedVOCDetection(
                     str(path), year=y, image_set=s, transforms=tf,
                     download=download and not _split_file(path, y, s).is_file(),
                 )
