@@ -52,6 +52,7 @@ class FileReport:
     """What checking one item (an image and its annotation or mask) found."""
 
     split: str
+    images: int = 1  # images the item holds (CIFAR: a whole split per file)
     classes: Counter = field(default_factory=Counter)  # class name -> objects (VOC) or images (others)
     problems: list[str] = field(default_factory=list)  # one sentence per bad file
 
@@ -62,3 +63,12 @@ class FileReport:
         except DataFileError as err:
             self.problems.append(str(err))
             return None
+
+
+@dataclass
+class CheckPlan:
+    """What ``scripts/check_data.py`` runs for one data set: items per split, found without reading them."""
+
+    items: dict[str, list[tuple]]  # split -> arguments of the data set's ``check_item``, one tuple per item
+    expected: dict[str, int]  # split -> the real data set's item count
+    problems: list[str] = field(default_factory=list)  # layout problems (missing split file, duplicate ids)

@@ -20,6 +20,7 @@ from data import DatasetBundle, DatasetNotFoundError
 from data.cifar.augment import CifarEvalTransform, CifarTrainTransform
 from data.cifar.device import DeviceResidentCifar
 from data.cifar.fixture import MANIFEST
+from data.files import DataFileError
 
 ENV_VAR = "CIFAR100_ROOT"
 DEFAULT_ROOT = "datasets/cifar100"
@@ -78,8 +79,13 @@ def build(root: str | Path | None = None, download: bool = False, **kw: Any) -> 
         train = _open(root, train=True, download=download)
         test = _open(root, train=False, download=False)
     except RuntimeError as err:  # torchvision's "not found or corrupted": files are there, md5 is wrong
-        raise RuntimeError(
-            f"CIFAR-100 files under {folder} fail their md5 check ({err}); delete {folder} and rerun "
+        from data.cifar.check import expected_md5, md5_problem
+
+        md5 = expected_md5(folder)
+        named = [p for name in FILES if (p := md5_problem(folder / name, md5[name])) is not None]
+        raise DataFileError(
+            " ".join(named)
+            or f"CIFAR-100 files under {folder} fail their md5 check ({err}); delete {folder} and rerun "
             "with dataset.download=true, or re-extract cifar-100-python.tar.gz there."
         ) from err
     info = {

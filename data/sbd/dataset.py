@@ -5,7 +5,9 @@
 ``root`` is the folder holding ``img/``, ``cls/``, ``train.txt`` and ``val.txt`` (what torchvision's
 download leaves there); the extracted archive's ``benchmark_RELEASE/dataset`` inside it is accepted too.
 Items are ``(image uint8 (3, S, S), mask uint8)``: random scale/flip/crop for training, resized images with
-original-size masks for evaluation (``data/sbd/augment.py``).
+original-size masks for evaluation (``data/sbd/augment.py``). Every item is read through ``read_item``: an
+unreadable JPEG or ``.mat``, a ``.mat`` without ``GTcls.Segmentation``, mask values outside 0-20 and 255,
+or a mask of another size than its image raise ``DataFileError`` naming the file.
 """
 
 from __future__ import annotations
@@ -14,15 +16,77 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import scipy.io
+from PIL import Image
 from torchvision.datasets import SBDataset
 
 from data import DatasetBundle, DatasetNotFoundError
+from data.files import bad_file, open_jpeg
 from data.sbd.augment import IGNORE_INDEX, EvalTransform, ResizeTransform, TrainTransform
 from data.voc.dataset import VOC_CLASSES
 
 SBD_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
 ENV_VAR = "SBD_ROOT"
 SPLITS = {"train": "train", "eval": "val"}
+
+
+VALID_MASK_VALUES = frozenset(range(len(SBD_CLASSES))) | {IGNORE_INDEX}  # 0-20 and the 255 "void"
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """``GTcls.Segmentation`` of the SBD ``.mat`` at ``path`` as uint8 (H, W), values checked to be 0-20 or 255
+    (a stray 50 would otherwise surface much later as a loss "target out of bounds"). Errors name the file."""
+    try:
+        mat = scipy.io.loadmat(path)
+    except FileNotFoundError as err:
+        raise bad_file(path, "is missing", "copy it from benchmark.tgz") from err
+    except Exception as err:  # scipy raises ValueError, TypeError, OSError, ... for a broken .mat
+        raise bad_file(path, f"is not a readable MATLAB file ({type(err).__name__}: {err})") from err
+    gt = mat.get("GTcls")
+    if not isinstance(gt, np.ndarray) or gt.dtype.names is None or gt.size != 1:
+        raise bad_file(path, "has no GTcls struct")
+    if "Segmentation" not in gt.dtype.names:
+        raise bad_file(
+            path, f"has a GTcls struct without a Segmentation field (fields: {', '.join(gt.dtype.names)})"
+        )
+    seg = np.asarray(gt["Segmentation"].flat[0])
+    if seg.ndim != 2 or seg.size == 0 or not np.issubdtype(seg.dtype, np.number):
+        raise bad_file(
+            path, f"has a GTcls.Segmentation of shape {seg.shape} and dtype {seg.dtype}, not a 2-d mask"
+        )
+    values = np.unique(seg)
+    bad = [v for v in values.tolist() if v not in VALID_MASK_VALUES]
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise bad_file(path, f"has mask values {shown} outside 0-20 and 255")
+    return seg.astype(np.uint8)
+
+
+def read_item(image_path: str | os.PathLike, mask_path: str | os.PathLike, fast: bool = False):
+    """The RGB image and its checked mask (a PIL ``L`` image); both must have the same size."""
+    img = open_jpeg(image_path, fast=fast)
+    seg = read_mask(mask_path)
+    check_size(seg, img, image_path, mask_path)
+    return img, Image.fromarray(seg)
+
+
+def check_size(seg: np.ndarray, img, image_path: str | os.PathLike, mask_path: str | os.PathLike) -> None:
+    """The mask must cover the image pixel for pixel."""
+    w, h = img.info.get("original_size", img.size)
+    if seg.shape != (h, w):
+        raise bad_file(
+            mask_path, f"has a {seg.shape[1]}x{seg.shape[0]} mask but {Path(image_path).name} is {w}x{h}"
+        )
+
+
+class CheckedSBDataset(SBDataset):
+    """torchvision's ``SBDataset`` (segmentation mode) whose items pass ``read_item``: a broken file fails
+    with one sentence naming it, when it is read."""
+
+    def __getitem__(self, index: int):
+        img, mask = read_item(self.images[index], self.masks[index])
+        return self.transforms(img, mask) if self.transforms is not None else (img, mask)
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path:
@@ -83,8 +147,8 @@ def build(
         SBDataset(str(path), image_set="train", mode="segmentation", download=True)
     _check(path)
     train_tf = TrainTransform(img_size, (low, high), flip) if augment else ResizeTransform(img_size)
-    train = SBDataset(str(path), image_set=SPLITS["train"], mode="segmentation", transforms=train_tf)
-    val = SBDataset(
+    train = CheckedSBDataset(str(path), image_set=SPLITS["train"], mode="segmentation", transforms=train_tf)
+    val = CheckedSBDataset(
         str(path), image_set=SPLITS["eval"], mode="segmentation", transforms=EvalTransform(img_size)
     )
     info = {

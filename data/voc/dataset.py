@@ -114,14 +114,19 @@ def read_item(image_path: str | os.PathLike, xml_path: str | os.PathLike, fast: 
     """The RGB image and its checked annotation (with ``image_id``); the XML's size must be the image's."""
     gt = read_annotation(xml_path)
     img = open_jpeg(image_path, fast=fast)
-    w, h = img.info["original_size"]
+    check_size(gt, img, image_path, xml_path)
+    gt["image_id"] = image_id(image_path)
+    return img, gt
+
+
+def check_size(gt: dict[str, Any], img, image_path: str | os.PathLike, xml_path: str | os.PathLike) -> None:
+    """The annotation's <size> must be the JPEG's (boxes are checked against it)."""
+    w, h = img.info.get("original_size", img.size)
     if (h, w) != gt["orig_size"]:
         raise bad_file(
             xml_path,
             f"gives size {gt['orig_size'][1]}x{gt['orig_size'][0]} but {Path(image_path).name} is {w}x{h}",
         )
-    gt["image_id"] = image_id(image_path)
-    return img, gt
 
 
 class CheckedVOCDetection(VOCDetection):

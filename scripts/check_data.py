@@ -1,0 +1,162 @@
+"""Read every file of a data set before a long sweep and report what training would trip over.
+
+    python scripts/check_data.py dataset=voc [dataset.root=/data/voc] [workers=8] [strict_counts=false]
+    python scripts/check_data.py dataset=sbd
+    python scripts/check_data.py dataset=cifar100
+
+Arguments are Hydra-style ``key=value`` overrides (the run's own spelling). ``dataset.root`` falls back to
+the data set's environment variable and default folder, as in training. Every item of every split is
+read in parallel (``workers`` processes, a tqdm bar) through the loaders' own readers
+(``data/<name>/check.py``); the report gives the item counts per split beside the real data set's,
+every bad file by name with the reason, and per-class histograms. Exit status: 0 when nothing is wrong,
+1 on any bad file or layout problem, or on counts unlike the real data set's (unless
+``strict_counts=false``, for fixtures and subsets), 2 when the arguments or the root are wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from data.files import FileReport  # noqa: E402
+
+PACKAGES = {"voc": "data.voc", "sbd": "data.sbd", "cifar100": "data.cifar"}
+KEYS = {"dataset", "dataset.root", "workers", "strict_counts"}
+USAGE = "usage: python scripts/check_data.py dataset=voc|sbd|cifar100 [dataset.root=PATH] [workers=N] [strict_counts=false]"
+
+
+def parse_overrides(argv: list[str]) -> dict[str, str]:
+    """``key=value`` pairs; an unknown key or a missing ``dataset`` raises ValueError naming it."""
+    args: dict[str, str] = {}
+    for token in argv:
+        key, sep, value = token.lstrip("+").partition("=")
+        if not sep or key not in KEYS:
+            raise ValueError(f"Unknown argument {token!r}; accepted: {', '.join(sorted(KEYS))} as key=value.")
+        args[key] = value
+    if args.get("dataset") not in PACKAGES:
+        raise ValueError(f"dataset={args.get('dataset')!r} is not one of {', '.join(PACKAGES)}.")
+    if args.get("strict_counts", "true").lower() not in ("true", "false"):
+        raise ValueError(f"strict_counts={args['strict_counts']!r} must be true or false.")
+    return args
+
+
+def _run_one(job: tuple[str, tuple]) -> FileReport:
+    module, args = job
+    return importlib.import_module(module).check_item(*args)
+
+
+def run_checks(module: str, items: list[tuple], workers: int) -> list[FileReport]:
+    """``check_item(*args)`` for every item, in ``workers`` processes (in this one when 1), with a bar."""
+    jobs = [(module, args) for args in items]
+    bar = dict(total=len(jobs), unit="item", desc="checking", mininterval=0.5, file=sys.stderr)
+    if workers <= 1:
+        return [_run_one(job) for job in tqdm(jobs, **bar)]
+    chunk = max(1, min(64, len(jobs) // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(_run_one, jobs, chunksize=chunk), **bar))
+
+
+def histogram_lines(names: tuple[str, ...], per_split: dict[str, Counter]) -> list[str]:
+    """One line per class: its count in every split (classes never seen show 0). Past 25 classes
+    (CIFAR-100), the smallest and largest class per split and the classes never seen instead."""
+    splits = list(per_split)
+    if len(names) > 25:
+        lines = []
+        for split, counts in per_split.items():
+            full = [(counts[n], n) for n in names]
+            (low, low_name), (high, high_name) = min(full), max(full)
+            missing = [n for n in names if counts[n] == 0]
+            lines.append(
+                f"  {split}: {len(names) - len(missing)} of {len(names)} classes seen; fewest {low:,} ({low_name}), "
+                f"most {high:,} ({high_name})"
+                + (f"; none of {', '.join(missing[:10])}" if missing else "")
+                + (", ..." if len(missing) > 10 else "")
+            )
+        return lines
+    width = max(len(n) for n in names)
+    lines = [f"  {'class':<{width}}  " + "  ".join(f"{s:>16}" for s in splits)]
+    for name in names:
+        lines.append(f"  {name:<{width}}  " + "  ".join(f"{per_split[s][name]:>16,}" for s in splits))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_overrides(sys.argv[1:] if argv is None else argv)
+    except ValueError as err:
+        print(f"{err}\n{USAGE}", file=sys.stderr)
+        return 2
+    name = args["dataset"]
+    package = importlib.import_module(PACKAGES[name])
+    check = importlib.import_module(f"{PACKAGES[name]}.check")
+    root = package.resolve_root(args.get("dataset.root") or None)
+    if not root.is_dir():
+        print(f"{name}: {root} is not a folder; set dataset.root (or ${package.ENV_VAR}).", file=sys.stderr)
+        return 2
+    workers = int(args.get("workers") or os.cpu_count() or 1)
+    strict = args.get("strict_counts", "true").lower() == "true"
+
+    plan = check.plan(root)
+    items = [item for split_items in plan.items.values() for item in split_items]
+    start = time.perf_counter()
+    reports = run_checks(check.__name__, items, workers)
+    elapsed = time.perf_counter() - start
+
+    images: Counter = Counter()
+    readable: Counter = Counter()
+    classes: dict[str, Counter] = defaultdict(Counter)
+    problems = list(plan.problems)
+    for report in reports:
+        images[report.split] += report.images
+        readable[report.split] += report.images if not report.problems else 0
+        classes[report.split].update(report.classes)
+        problems.extend(report.problems)
+
+    print(f"{name} under {root}: {len(items):,} items read in {elapsed:.1f} s "
+          f"({len(items) / max(elapsed, 1e-9):,.0f} items/s, {workers} workers)")  # fmt: skip
+    print("\nimages per split (found / without problems / the real data set):")
+    count_problems = []
+    for split in plan.items:
+        real = plan.expected.get(split)
+        if real is None:  # a file without images (CIFAR's meta)
+            print(f"  {split:<18} {'-':>8} {'-':>8} {'-':>8}")
+            continue
+        verdict = "ok" if images[split] == real else "DIFFERS"
+        print(f"  {split:<18} {images[split]:>8,} {readable[split]:>8,} {real:>8,}  {verdict}")
+        if real is not None and images[split] != real:
+            count_problems.append(f"{split}: {images[split]:,} images, the real data set has {real:,}")
+    for group, parts in getattr(check, "GROUPS", {}).items():
+        found, real = sum(images[p] for p in parts), sum(plan.expected[p] for p in parts)
+        print(f"  {group:<18} {found:>8,} {'':>8} {real:>8,}  (= {' + '.join(parts)})")
+    print("\nclass histogram:")
+    print(
+        "\n".join(
+            histogram_lines(check.CLASS_NAMES, {s: classes[s] for s in plan.items if s in plan.expected})
+        )
+    )
+
+    print(f"\n{len(problems)} problem(s):" if problems else "\nNo bad files.")
+    for problem in sorted(problems):
+        print(f"  {problem}")
+    if count_problems:
+        label = "count mismatch" if strict else "count mismatch (ignored: strict_counts=false)"
+        for line in count_problems:
+            print(f"  {label}: {line}")
+    failed = bool(problems) or (strict and bool(count_problems))
+    print("\nFAILED: fix the files above before training." if failed else "\nOK")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
