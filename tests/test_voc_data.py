@@ -219,3 +219,19 @@ def test_train_items_are_augmented_and_valid(voc_root):
             x2y2 = targets[:, 1:3] + targets[:, 3:] / 2
             assert (x1y1 >= -1e-4).all() and (x2y2 <= 128 + 1e-4).all()
     assert flips == {True, False}
+
+
+def test_image_ids_come_from_the_path_not_the_xml(tmp_path):
+    """Two annotations naming the same <folder>/<filename> stay two images (evaluation de-duplicates by id)."""
+    import xml.etree.ElementTree as ET
+
+    root = write_fixture("voc", tmp_path, n_trainval07=2, n_test07=3, n_trainval12=1)
+    xml = root / "VOCdevkit" / "VOC2007" / "Annotations" / "000004.xml"  # the second test image
+    tree = ET.parse(xml)
+    tree.getroot().find("filename").text = "000003.jpg"
+    tree.getroot().find("folder").text = "elsewhere"
+    tree.write(xml)
+    bundle = build_datasets("voc", root=str(root), img_size=64, augment=False)
+    ids = [bundle.eval[i][1][1]["image_id"] for i in range(len(bundle.eval))]
+    assert ids == ["VOC2007/000003", "VOC2007/000004", "VOC2007/000005"]
+    assert bundle.train[2][1][1]["image_id"] == "VOC2012/2012_000001"
