@@ -55,7 +55,10 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise bad_file(
             path, f"has a GTcls.Segmentation of shape {seg.shape} and dtype {seg.dtype}, not a 2-d mask"
         )
-    values = np.unique(seg)
+    # a histogram is 3x faster than np.unique on a uint8 mask (the checker reads 11k of them)
+    values = (
+        np.flatnonzero(np.bincount(seg.ravel(), minlength=256)) if seg.dtype == np.uint8 else np.unique(seg)
+    )
     bad = [v for v in values.tolist() if v not in VALID_MASK_VALUES]
     if bad:
         shown = ", ".join(f"{v:g}" for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
