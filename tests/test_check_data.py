@@ -71,7 +71,9 @@ def test_clean_fixture_passes_and_counts_are_compared(tmp_path, capsys) -> None:
     assert re.search(r"train\s+12\s+16,551", out) and re.search(r"VOC2007 test\s+4\s+4\s+4,952", out)
     # fixture counts are not the real data set's: a strict check (the default) fails on them
     assert main(["dataset=voc", f"dataset.root={root}", "workers=1"]) == 1
-    assert "count mismatch: VOC2012 trainval: 4 images, the real data set has 11,540" in capsys.readouterr().out
+    assert (
+        "count mismatch: VOC2012 trainval: 4 images, the real data set has 11,540" in capsys.readouterr().out
+    )
 
 
 def test_sbd_histogram_counts_images_per_class(tmp_path, capsys) -> None:
