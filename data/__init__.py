@@ -1,7 +1,9 @@
 """Data sets of the harness: ``build_datasets(name, **cfg) -> DatasetBundle``.
 
-Every entry is the real loader of a real on-disk format (tests feed it the tiny copies that
-``data/fixtures.py`` writes). Modules are imported lazily, as in ``models``.
+One package per data set (``data/<name>/{dataset,augment,fixture,check}.py``, docs/architecture.md);
+every entry is the real loader of a real on-disk format (tests feed it the tiny copies that
+``data/fixtures.py`` writes), and a bad file raises ``DataFileError`` naming it. Packages are imported
+lazily, as in ``models``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch.utils.data import Dataset
+
+from data.files import DataFileError
 
 DATASETS: dict[str, str] = {
     "digits": "data.digits.dataset:build",
@@ -31,6 +35,9 @@ class DatasetBundle:
     info: dict[str, Any] = field(default_factory=dict)  # class names, image size, ...
     # Optional fast path (CIFAR-100): batches built on the device, see docs/architecture.md.
     device_loader: Callable[..., Iterable] | None = None
+
+
+__all__ = ["DATASETS", "DataFileError", "DatasetBundle", "DatasetNotFoundError", "build_datasets"]
 
 
 class DatasetNotFoundError(FileNotFoundError):
