@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any
 
 from data.files import DataFileError
+
+if TYPE_CHECKING:  # ``import data`` stays torch-free (scripts/check_data.py starts in a second)
+    from torch.utils.data import Dataset
 
 DATASETS: dict[str, str] = {
     "digits": "data.digits.dataset:build",

@@ -6,8 +6,8 @@
 
 Arguments are Hydra-style ``key=value`` overrides (the run's own spelling). ``dataset.root`` falls back to
 the data set's environment variable and default folder, as in training. Every item of every split is
-read in parallel (``workers`` processes, a tqdm bar) through the loaders' own readers
-(``data/<name>/check.py``); the report gives the item counts per split beside the real data set's,
+read in parallel (``workers`` processes, default: the CPUs this process may use; a tqdm bar) through
+the loaders' own torch-free readers (``data/<name>/reader.py`` via ``data/<name>/check.py``); the report gives the item counts per split beside the real data set's,
 every bad file by name with the reason, and per-class histograms. Exit status: 0 when nothing is wrong,
 1 on any bad file or layout problem, or on counts unlike the real data set's (unless
 ``strict_counts=false``, for fixtures and subsets), 2 when the arguments or the root are wrong.
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"{name}: {root} is not a folder; set dataset.root (or ${package.ENV_VAR}).", file=sys.stderr)
         return 2
-    workers = int(args.get("workers") or os.cpu_count() or 1)
+    workers = int(args.get("workers") or len(os.sched_getaffinity(0)) or 1)  # the CPUs this process may use
     strict = args.get("strict_counts", "true").lower() == "true"
 
     plan = check.plan(root)

@@ -95,3 +95,48 @@ def test_sbd_histogram_counts_images_per_class(tmp_path, capsys) -> None:
 def test_bad_arguments_exit_2_with_a_sentence(argv, phrase, capsys) -> None:
     assert main(argv) == 2
     assert phrase in capsys.readouterr().err
+
+
+def test_checks_run_without_importing_torch(tmp_path) -> None:
+    """The readers are torch-free, so check_data starts in a fraction of a second (torch alone takes
+    seconds to import) and its worker processes stay small."""
+    import subprocess
+    import sys
+
+    root = write_fixture("sbd", tmp_path / "sbd", n_train=2, n_val=1)
+    code = (
+        "import sys; from scripts.check_data import main; "
+        f"rc = main(['dataset=sbd', 'dataset.root={root}', 'workers=1', 'strict_counts=false']); "
+        "loaded = [m for m in ('torch', 'torchvision') if m in sys.modules]; "
+        "sys.exit(f'imported {loaded}') if loaded else sys.exit(rc)"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_reader_constants_match_torchvision() -> None:
+    """Our torch-free copies of what torchvision knows: CIFAR's md5s and VOC's XML-to-dict layout."""
+    import xml.etree.ElementTree as ET
+
+    from torchvision.datasets import CIFAR100, VOCDetection
+
+    from data.cifar.reader import ARCHIVE_MD5
+    from data.voc.reader import xml_to_dict
+
+    assert ARCHIVE_MD5 == {
+        **dict(CIFAR100.train_list),
+        **dict(CIFAR100.test_list),
+        "meta": CIFAR100.meta["md5"],
+    }
+    xml = (
+        "<annotation><folder>VOC2007</folder><filename>1.jpg</filename><size><width>5</width>"
+        "<height>4</height></size><object><name>dog</name><part><name>head</name></part><bndbox><xmin>1"
+        "</xmin><ymin>1</ymin><xmax>3</xmax><ymax>2</ymax></bndbox></object><object><name>cat</name>"
+        "<difficult>1</difficult></object></annotation>"
+    )
+    for text in (xml, xml.replace("<object><name>cat</name><difficult>1</difficult></object>", "")):
+        root = ET.fromstring(text)
+        assert xml_to_dict(root) == VOCDetection.parse_voc_xml(root)
+    no_objects = ET.fromstring("<annotation><size><width>5</width><height>4</height></size></annotation>")
+    assert xml_to_dict(no_objects) == VOCDetection.parse_voc_xml(no_objects)

@@ -7,42 +7,21 @@ the 100 class names. The histogram counts images per fine class.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets import CIFAR100
 
-from data.cifar.fixture import FINE_LABEL_NAMES, MANIFEST
+from data.cifar.fixture import FINE_LABEL_NAMES
+from data.cifar.reader import WAY_OUT, expected_md5, folder_of, md5_problem
 from data.files import CheckPlan, FileReport, bad_file
 
 EXPECTED = {"train": 50000, "test": 10000}
 CLASS_NAMES = tuple(FINE_LABEL_NAMES)  # the real archive's names, in its order
-WAY_OUT = "delete it and rerun with dataset.download=true, or re-extract cifar-100-python.tar.gz"
-
-
-def expected_md5(folder: Path) -> dict[str, str]:
-    """File name -> md5: the fixture's manifest when there is one, else torchvision's for the real archive."""
-    manifest = folder / MANIFEST
-    if manifest.is_file():
-        return json.loads(manifest.read_text())
-    return {**dict(CIFAR100.train_list), **dict(CIFAR100.test_list), "meta": CIFAR100.meta["md5"]}
-
-
-def md5_problem(path: Path, expected: str) -> str | None:
-    """One sentence when ``path`` is missing or its md5 is not ``expected``."""
-    if not path.is_file():
-        return str(bad_file(path, "is missing", WAY_OUT))
-    actual = hashlib.md5(path.read_bytes()).hexdigest()
-    if actual != expected:
-        return str(bad_file(path, f"has md5 {actual}, not the archive's {expected}", WAY_OUT))
-    return None
 
 
 def plan(root: Path) -> CheckPlan:
-    folder = root / CIFAR100.base_folder
+    folder = folder_of(root)
     md5 = expected_md5(folder)
     items = {split: [(split, str(folder / split), md5[split])] for split in ("train", "test")}
     items["meta"] = [("meta", str(folder / "meta"), md5["meta"])]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,9 @@ from data import DatasetBundle, DatasetNotFoundError
 from data.cifar.augment import CifarEvalTransform, CifarTrainTransform
 from data.cifar.device import DeviceResidentCifar
 from data.cifar.fixture import MANIFEST
+from data.cifar.reader import ENV_VAR, FILES, expected_md5, md5_problem, resolve_root
 from data.files import DataFileError
 
-ENV_VAR = "CIFAR100_ROOT"
-DEFAULT_ROOT = "datasets/cifar100"
-FILES = ("train", "test", "meta")
 log = logging.getLogger(__name__)
 
 
@@ -40,12 +37,6 @@ class FixtureCIFAR100(CIFAR100):
         self.test_list = [["test", manifest["test"]]]
         self.meta = {**CIFAR100.meta, "md5": manifest["meta"]}
         super().__init__(root, download=False, **kwargs)
-
-
-def resolve_root(root: str | Path | None) -> Path:
-    """The config's root, else $CIFAR100_ROOT, else ./datasets/cifar100 (absolute, for messages)."""
-    chosen = root if root not in (None, "") else os.environ.get(ENV_VAR) or DEFAULT_ROOT
-    return Path(chosen).expanduser().resolve()
 
 
 def _open(root: Path, train: bool, download: bool) -> CIFAR100:
@@ -79,8 +70,6 @@ def build(root: str | Path | None = None, download: bool = False, **kw: Any) -> 
         train = _open(root, train=True, download=download)
         test = _open(root, train=False, download=False)
     except RuntimeError as err:  # torchvision's "not found or corrupted": files are there, md5 is wrong
-        from data.cifar.check import expected_md5, md5_problem
-
         md5 = expected_md5(folder)
         named = [p for name in FILES if (p := md5_problem(folder / name, md5[name])) is not None]
         raise DataFileError(

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from data.files import CheckPlan, FileReport, open_jpeg
-from data.sbd.dataset import SBD_CLASSES, SPLITS, check_size, read_mask
+from data.sbd.reader import SBD_CLASSES, SPLITS, check_size, read_mask
 
 EXPECTED = {"train": 8498, "val": 2857}
 CLASS_NAMES = SBD_CLASSES

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from data.files import CheckPlan, FileReport, open_jpeg
-from data.voc.dataset import SPLITS, VOC_CLASSES, check_size, read_annotation
+from data.voc.reader import SPLITS, VOC_CLASSES, check_size, read_annotation
 
 # The real data set's image counts (VOC07 trainval + VOC12 trainval = 16,551 train; VOC07 test 4,952).
 EXPECTED = {"VOC2007 trainval": 5011, "VOC2012 trainval": 11540, "VOC2007 test": 4952}
