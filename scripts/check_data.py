@@ -21,6 +21,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.files import FileReport  # noqa: E402
+from data.files import CheckPlan, FileReport  # noqa: E402
 
 PACKAGES = {"voc": "data.voc", "sbd": "data.sbd", "cifar100": "data.cifar"}
 KEYS = {"dataset", "dataset.root", "workers", "strict_counts"}
@@ -91,6 +92,47 @@ def histogram_lines(names: tuple[str, ...], per_split: dict[str, Counter]) -> li
     return lines
 
 
+@dataclass
+class Summary:
+    """The reports of every item, added up per split."""
+
+    images: Counter = field(default_factory=Counter)  # split -> images found
+    readable: Counter = field(default_factory=Counter)  # split -> images of items without a problem
+    classes: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    problems: list[str] = field(default_factory=list)
+
+
+def summarise(plan: CheckPlan, reports: list[FileReport]) -> Summary:
+    out = Summary(problems=list(plan.problems))
+    for report in reports:
+        out.images[report.split] += report.images
+        out.readable[report.split] += 0 if report.problems else report.images
+        out.classes[report.split].update(report.classes)
+        out.problems.extend(report.problems)
+    return out
+
+
+def count_lines(
+    plan: CheckPlan, summary: Summary, groups: dict[str, tuple[str, ...]]
+) -> tuple[list[str], list[str]]:
+    """The per-split count table, and one line per split whose count is not the real data set's."""
+    lines, mismatches = [], []
+    for split in plan.items:
+        real = plan.expected.get(split)
+        if real is None:  # a file without images (CIFAR's meta)
+            lines.append(f"  {split:<18} {'-':>8} {'-':>8} {'-':>8}")
+            continue
+        found = summary.images[split]
+        verdict = "ok" if found == real else "DIFFERS"
+        lines.append(f"  {split:<18} {found:>8,} {summary.readable[split]:>8,} {real:>8,}  {verdict}")
+        if found != real:
+            mismatches.append(f"{split}: {found:,} images, the real data set has {real:,}")
+    for group, parts in groups.items():
+        found, real = sum(summary.images[p] for p in parts), sum(plan.expected[p] for p in parts)
+        lines.append(f"  {group:<18} {found:>8,} {'':>8} {real:>8,}  (= {' + '.join(parts)})")
+    return lines, mismatches
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_overrides(sys.argv[1:] if argv is None else argv)
@@ -98,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{err}\n{USAGE}", file=sys.stderr)
         return 2
     name = args["dataset"]
-    package = importlib.import_module(PACKAGES[name])
+    package = importlib.import_module(PACKAGES[name])  # lazy: resolve_root comes from the torch-free reader
     check = importlib.import_module(f"{PACKAGES[name]}.check")
     root = package.resolve_root(args.get("dataset.root") or None)
     if not root.is_dir():
@@ -110,50 +152,26 @@ def main(argv: list[str] | None = None) -> int:
     plan = check.plan(root)
     items = [item for split_items in plan.items.values() for item in split_items]
     start = time.perf_counter()
-    reports = run_checks(check.__name__, items, workers)
+    summary = summarise(plan, run_checks(check.__name__, items, workers))
     elapsed = time.perf_counter() - start
 
-    images: Counter = Counter()
-    readable: Counter = Counter()
-    classes: dict[str, Counter] = defaultdict(Counter)
-    problems = list(plan.problems)
-    for report in reports:
-        images[report.split] += report.images
-        readable[report.split] += report.images if not report.problems else 0
-        classes[report.split].update(report.classes)
-        problems.extend(report.problems)
-
-    print(f"{name} under {root}: {len(items):,} items read in {elapsed:.1f} s "
-          f"({len(items) / max(elapsed, 1e-9):,.0f} items/s, {workers} workers)")  # fmt: skip
-    print("\nimages per split (found / without problems / the real data set):")
-    count_problems = []
-    for split in plan.items:
-        real = plan.expected.get(split)
-        if real is None:  # a file without images (CIFAR's meta)
-            print(f"  {split:<18} {'-':>8} {'-':>8} {'-':>8}")
-            continue
-        verdict = "ok" if images[split] == real else "DIFFERS"
-        print(f"  {split:<18} {images[split]:>8,} {readable[split]:>8,} {real:>8,}  {verdict}")
-        if real is not None and images[split] != real:
-            count_problems.append(f"{split}: {images[split]:,} images, the real data set has {real:,}")
-    for group, parts in getattr(check, "GROUPS", {}).items():
-        found, real = sum(images[p] for p in parts), sum(plan.expected[p] for p in parts)
-        print(f"  {group:<18} {found:>8,} {'':>8} {real:>8,}  (= {' + '.join(parts)})")
-    print("\nclass histogram:")
+    rate = len(items) / max(elapsed, 1e-9)
     print(
-        "\n".join(
-            histogram_lines(check.CLASS_NAMES, {s: classes[s] for s in plan.items if s in plan.expected})
-        )
+        f"{name} under {root}: {len(items):,} items read in {elapsed:.1f} s ({rate:,.0f} items/s, {workers} workers)"
     )
-
-    print(f"\n{len(problems)} problem(s):" if problems else "\nNo bad files.")
-    for problem in sorted(problems):
+    print("\nimages per split (found / without problems / the real data set):")
+    lines, mismatches = count_lines(plan, summary, getattr(check, "GROUPS", {}))
+    print("\n".join(lines))
+    print("\nclass histogram:")
+    shown = {split: summary.classes[split] for split in plan.items if split in plan.expected}
+    print("\n".join(histogram_lines(check.CLASS_NAMES, shown)))
+    print(f"\n{len(summary.problems)} problem(s):" if summary.problems else "\nNo bad files.")
+    for problem in sorted(summary.problems):
         print(f"  {problem}")
-    if count_problems:
-        label = "count mismatch" if strict else "count mismatch (ignored: strict_counts=false)"
-        for line in count_problems:
-            print(f"  {label}: {line}")
-    failed = bool(problems) or (strict and bool(count_problems))
+    label = "count mismatch" if strict else "count mismatch (ignored: strict_counts=false)"
+    for line in mismatches:
+        print(f"  {label}: {line}")
+    failed = bool(summary.problems) or (strict and bool(mismatches))
     print("\nFAILED: fix the files above before training." if failed else "\nOK")
     return 1 if failed else 0
 
