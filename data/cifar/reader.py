@@ -46,7 +46,7 @@ def md5_problem(path: Path, expected: str) -> str | None:
         return str(bad_file(path, "is missing", WAY_OUT))
     actual = hashlib.md5(path.read_bytes()).hexdigest()
     if actual != expected:
-        return str(bad_file(path, f"has md5 {actual}, not the archive's {expected}", WAY_OUT))
+        return str(bad_file(path, f"has md5 {actual} where {expected} is expected", WAY_OUT))
     return None
 
 
