@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.adamx-installed
 
-.PHONY: venv demo test lint format bench tables figures repro clean-venv
+.PHONY: venv demo test lint format bench tables figures repro check-data clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,12 @@ tables: $(STAMP)
 
 figures: $(STAMP)
 	$(PY) scripts/make_figures.py
+
+# Read every file of a data set before a sweep: make check-data DATASET=voc [ROOT=/data/voc]
+DATASET ?= cifar100
+ROOT ?=
+check-data: $(STAMP)
+	$(PY) scripts/check_data.py dataset=$(DATASET) $(if $(ROOT),dataset.root=$(ROOT))
 
 # The measured small-scale reproduction of results/README.md (digits, 5 seeds, ~20 min on 2 cores).
 repro: $(STAMP)

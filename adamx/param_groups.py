@@ -1,4 +1,5 @@
-"""Weight-decay param groups by the authors' rule: decay on the weights of conv and linear layers only."""
+"""Weight-decay param groups by the authors' rule (``separate_params_v2`` in their released scripts):
+decay on the ``weight`` of every ``nn.Conv2d`` and ``nn.Linear`` (subclasses included), nothing else."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-_MATRIX_MODULES = (nn.modules.conv._ConvNd, nn.Linear)
+# Exactly the authors' isinstance test: ConvTranspose2d (U-Net's up-sampling), Conv1d/Conv3d and
+# Embedding are NOT decayed, nor is any bias, norm scale or free-standing parameter.
+_MATRIX_MODULES = (nn.Conv2d, nn.Linear)
 
 
 def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two param groups: ``weight`` of every Conv*/Linear module with ``weight_decay``, all other trainable
+    """Two param groups: ``weight`` of every Conv2d/Linear module with ``weight_decay``, all other trainable
     parameters (biases, norm scales, embeddings, position tables, ...) with 0. Shared parameters appear once;
     empty groups are left out. Each group carries its own ``weight_decay``, which wins over the optimizer's."""
     decay: dict[int, torch.Tensor] = {}

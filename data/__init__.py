@@ -1,7 +1,9 @@
 """Data sets of the harness: ``build_datasets(name, **cfg) -> DatasetBundle``.
 
-Every entry is the real loader of a real on-disk format (tests feed it the tiny copies that
-``data/fixtures.py`` writes). Modules are imported lazily, as in ``models``.
+One package per data set (``data/<name>/{dataset,augment,fixture,check}.py``, docs/architecture.md);
+every entry is the real loader of a real on-disk format (tests feed it the tiny copies that
+``data/fixtures.py`` writes), and a bad file raises ``DataFileError`` naming it. Packages are imported
+lazily, as in ``models``.
 """
 
 from __future__ import annotations
@@ -9,15 +11,18 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import Dataset
+from data.files import DataFileError
+
+if TYPE_CHECKING:  # ``import data`` stays torch-free (scripts/check_data.py starts in a second)
+    from torch.utils.data import Dataset
 
 DATASETS: dict[str, str] = {
-    "digits": "data.digits:build",
-    "cifar100": "data.cifar:build",
-    "voc": "data.voc:build",
-    "sbd": "data.sbd:build",
+    "digits": "data.digits.dataset:build",
+    "cifar100": "data.cifar.dataset:build",
+    "voc": "data.voc.dataset:build",
+    "sbd": "data.sbd.dataset:build",
 }
 
 
@@ -31,6 +36,9 @@ class DatasetBundle:
     info: dict[str, Any] = field(default_factory=dict)  # class names, image size, ...
     # Optional fast path (CIFAR-100): batches built on the device, see docs/architecture.md.
     device_loader: Callable[..., Iterable] | None = None
+
+
+__all__ = ["DATASETS", "DataFileError", "DatasetBundle", "DatasetNotFoundError", "build_datasets"]
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -3,8 +3,9 @@
 As the paper adapts it: the 4x4 stride-4 patchify stem becomes a 3x3 stride-1 conv (padding 1),
 every block's 7x7 depthwise conv a 3x3 one (padding 1), and the three 2x2 stride-2 downsampling
 convs 3x3 stride-2 convs (padding 1), so 32 -> 16 -> 8 -> 4. Replaced convs get torchvision's
-ConvNeXt initialisation (weights trunc-normal std 0.02, biases zero); the rest is torchvision's
-convnext_base, stochastic depth 0.5 included, without pretrained weights.
+ConvNeXt initialisation (weights trunc-normal std 0.02, biases zero). Every LayerNorm has eps 1e-5
+as in the authors' convnext.py (``nn.LayerNorm``/``LayerNorm2d`` built without an eps), not torchvision's
+1e-6. The rest is torchvision's convnext_base, stochastic depth 0.5 included, without pretrained weights.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from torch import nn
 from torchvision.models import ConvNeXt, convnext_base
 from torchvision.models.convnext import CNBlock
+
+LN_EPS = 1e-5  # nn.LayerNorm's default, which the authors' copy keeps (torchvision's builder passes 1e-6)
 
 
 def _conv3x3(old: nn.Conv2d, stride: int) -> nn.Conv2d:
@@ -47,6 +50,14 @@ def cifar_adapt(model: ConvNeXt) -> ConvNeXt:
     return model
 
 
+def authors_layernorm(model: nn.Module) -> nn.Module:
+    """Set eps of every LayerNorm (LayerNorm2d included) of ``model`` to the authors' 1e-5, in place."""
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = LN_EPS
+    return model
+
+
 def convnext_b(num_classes: int = 100, **kwargs: Any) -> ConvNeXt:
     """CIFAR ConvNeXt-B (Table 12); ``kwargs`` go to torchvision (stochastic_depth_prob, ...)."""
-    return cifar_adapt(convnext_base(weights=None, num_classes=num_classes, **kwargs))
+    return authors_layernorm(cifar_adapt(convnext_base(weights=None, num_classes=num_classes, **kwargs)))

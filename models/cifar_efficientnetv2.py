@@ -1,8 +1,10 @@
 """EfficientNetV2-M/L for 32x32 CIFAR images: torchvision's models with two downsamplings removed.
 
 As the paper adapts them: the stem conv and the first stride-2 stage run at stride 1, so three
-downsamplings remain (32 -> 16 -> 8 -> 4). Everything else is torchvision's: blocks, widths,
-dropout (M 0.3, L 0.4), stochastic depth 0.2 and default initialisation (no pretrained weights).
+downsamplings remain (32 -> 16 -> 8 -> 4). BatchNorm is the authors' (their efficientnet.py builds
+every one as ``partial(nn.BatchNorm2d, momentum=0.01)``, so eps 1e-5), not torchvision's eps 1e-3 with
+momentum 0.1. Everything else is torchvision's: blocks, widths, dropout (M 0.3, L 0.4), stochastic
+depth 0.2 and default initialisation (no pretrained weights).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import Any
 
 from torch import nn
 from torchvision.models import EfficientNet, efficientnet_v2_l, efficientnet_v2_m
+
+BN_MOMENTUM = 0.01  # the authors' partial(nn.BatchNorm2d, momentum=0.01)
+BN_EPS = 1e-5  # nn.BatchNorm2d's default, which the authors keep (torchvision's V2 uses 1e-3)
 
 
 def _stride_two_conv(block: nn.Module) -> nn.Conv2d | None:
@@ -33,8 +38,16 @@ def cifar_adapt(model: EfficientNet) -> EfficientNet:
     raise ValueError("No stride-2 stage found in the EfficientNet; is this torchvision's EfficientNetV2?")
 
 
+def authors_batchnorm(model: nn.Module) -> nn.Module:
+    """Give every BatchNorm2d of ``model`` the authors' momentum and eps, in place (neither holds state)."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum, module.eps = BN_MOMENTUM, BN_EPS
+    return model
+
+
 def _build(factory: Callable[..., EfficientNet], num_classes: int, **kwargs: Any) -> EfficientNet:
-    return cifar_adapt(factory(weights=None, num_classes=num_classes, **kwargs))
+    return authors_batchnorm(cifar_adapt(factory(weights=None, num_classes=num_classes, **kwargs)))
 
 
 def efficientnetv2_m(num_classes: int = 100, **kwargs: Any) -> EfficientNet:

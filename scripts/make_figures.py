@@ -91,6 +91,19 @@ def figure4_data(t: np.ndarray | None = None) -> Curves:
     }
 
 
+def figure4_note(t_max: int = T_PAPER) -> str:
+    """The sentence Figure 4 carries: AdaX's line is hidden under AdamX's, and by how little they differ
+    (every integer step up to ``t_max``, not the plotted grid)."""
+    t = range(1, t_max + 1)
+    adax = np.array([BETA2_SCHEDULES["adax"](s, DEFAULT_BETA2["adax"]) for s in t])
+    adamx = np.array([BETA2_SCHEDULES["adamx"](s, DEFAULT_BETA2["adamx"]) for s in t])
+    rel = np.abs(adax - adamx) / (1.0 - adamx)
+    return (
+        f"AdaX's curve lies under AdamX's: for t ≤ {t_max:,} their β̂2,t differ by at most "
+        f"{np.abs(adax - adamx).max():.1e}, their 1 − β̂2,t by at most {100 * rel.max():.1f} %."
+    )
+
+
 def smooth_loss(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Appendix A's downsampling (every T//400 steps) and exponentially weighted smoothing
     (window max(5, 0.02 step), alpha 2/(window+1)), in FORWARD order: Appendix A's ``iloc[::-step]``
@@ -156,9 +169,11 @@ def plot(
     logx: bool = False,
     complement: bool = False,
     logy: bool = False,
+    note: str | None = None,
 ) -> Figure:
     """One line per curve, legend = the curve's label. ``complement`` adds a right panel with
-    1 - y on log-log axes, where decay rates that all look like 1 on the left are told apart."""
+    1 - y on log-log axes, where decay rates that all look like 1 on the left are told apart;
+    ``note`` is a line of text under the axes."""
     ncols = 2 if complement else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.4 * ncols, 4.2), squeeze=False)
     ax = axes[0, 0]
@@ -184,7 +199,11 @@ def plot(
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    if note:
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 
@@ -210,8 +229,11 @@ def make_figures(runs_root: Path | str, out: Path | str) -> list[Path]:
         ("figure3", figure3_data, "learning rate", "Figure 3: learning-rate schedule (Eq. 15)", False),
         ("figure4", figure4_data, "β̂2,t", "Figure 4: β̂2,t of the ablation (Adam + β̂2,t)", True),
     ]
+    notes = {"figure4": figure4_note()}
     for name, data, ylabel, title, decay_rate in exact:
-        fig = plot(data(), "iteration t", ylabel, title, logx=decay_rate, complement=decay_rate)
+        fig = plot(
+            data(), "iteration t", ylabel, title, logx=decay_rate, complement=decay_rate, note=notes.get(name)
+        )
         written += save(fig, out, name)
     runs = find_runs(runs_root)
     metrics = load_paper()["metrics"]

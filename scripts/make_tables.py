@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_io import Run, best_and_final, find_runs, load_paper
+from results_io import PAPER_PROTOCOL, Run, best_and_final, find_runs, load_paper
 from scipy import stats
 
 DASH = "—"
+PAPER_MARK = "†"  # on every paper column; the footnote gives the paper's protocol and ours
 
 # Small-scale reproduction tables (configs/experiment/repro_*.yaml): no paper values, their own headers.
 SMALL_SCALE_TABLES: dict[str, dict[str, Any]] = {
@@ -238,7 +239,7 @@ def table_rows(res: TableResult, metrics: dict[str, Any]) -> tuple[list[str], li
     for col in res.spec["columns"]:
         label = metrics[col]["label"]
         head += [f"{label} best", "p best", f"{label} final", "p final"] + (
-            [f"{label} paper"] if paper else []
+            [f"{label} paper{PAPER_MARK}"] if paper else []
         )
     body = []
     for row in res.rows:
@@ -256,12 +257,28 @@ def table_rows(res: TableResult, metrics: dict[str, Any]) -> tuple[list[str], li
     return head, body
 
 
+def runs_protocol(runs: list[Run]) -> str:
+    """How the counted runs were made: their seeds and whether deterministic algorithms were on."""
+    finished = [r for r in runs if r.status == "finished"]
+    if not finished:
+        return "no finished runs"
+    seeds = sorted({r.seed for r in finished if r.seed is not None})
+    flags = {_cfg(r, "trainer.deterministic") for r in finished}
+    det = {frozenset({True}): "on", frozenset({False}): "off"}.get(frozenset(flags), "mixed or unrecorded")
+    return f"mean ± sample std over n seeds (seeds {','.join(map(str, seeds)) or DASH}; deterministic {det})"
+
+
 def footer_lines(res: TableResult) -> list[str]:
     lines = [
         "best = each metric at its own best epoch (the paper's protocol); final = last evaluation; "
         f"mean ± sample std over seeds (n); p = two-sided Welch t-test vs the {res.spec['reference']} row; "
         f"{DASH} = no runs / not computable."
     ]
+    if has_paper_values(res.spec):
+        lines.append(
+            f"{PAPER_MARK} paper: {PAPER_PROTOCOL} (the authors' scripts; python run.py ... +protocol=authors "
+            f"repeats it); ours: {runs_protocol(res.runs)}."
+        )
     if res.failed:
         lines.append("Failed runs:")
         lines += [
@@ -288,7 +305,7 @@ def to_markdown(res: TableResult, metrics: dict[str, Any], extra_header: list[st
 def _tex_escape(s: str) -> str:
     for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")]:
         s = s.replace(a, b)
-    return s.replace("±", r"$\pm$").replace(DASH, "--")
+    return s.replace("±", r"$\pm$").replace(DASH, "--").replace(PAPER_MARK, r"$^\dagger$")
 
 
 def to_latex(res: TableResult, metrics: dict[str, Any], extra_header: list[str]) -> str:
@@ -312,6 +329,7 @@ def to_latex(res: TableResult, metrics: dict[str, Any], extra_header: list[str])
 def to_csv(res: TableResult) -> str:
     """Long format, one line per (row, metric, best/final): machine-readable numbers."""
     cols = ["table", "optimizer", "metric", "which", "mean", "std", "n", "p_vs_reference", "paper", "values"]
+    cols.append("paper_protocol")
     out = [",".join(cols)]
     for row in res.rows:
         for col in res.spec["columns"]:
@@ -335,6 +353,7 @@ def to_csv(res: TableResult) -> str:
                             "" if p is None or math.isnan(p) else f"{p:.10g}",
                             "" if paper is None or which == "best_epoch" else f"{paper}",
                             f'"{vals}"',
+                            "" if paper is None or which == "best_epoch" else f'"{PAPER_PROTOCOL}"',
                         ]
                     )
                 )

@@ -9,14 +9,14 @@ import pytest
 import torch
 from scipy import stats
 
-from data.cifar_augment import (
+from data.cifar.augment import (
     CifarEvalTransform,
     CifarTrainTransform,
     hsv_to_rgb,
     rgb_to_hsv,
     to_unit,
 )
-from data.cifar_device import DeviceResidentCifar
+from data.cifar.device import DeviceResidentCifar
 
 N_DRAWS = 4000
 
@@ -153,3 +153,21 @@ def test_eval_transform_is_exact_normalisation(probe):
 def test_to_unit_rejects_float_images():
     with pytest.raises(TypeError, match="uint8"):
         to_unit(torch.zeros(3, 4, 4))
+
+
+def test_device_batch_builds_no_host_tensor(probe, monkeypatch):
+    """A device batch must not create a CPU tensor to copy over (issue 11 item 10: on a GPU each such
+    ``torch.tensor(..., device=...)`` is one blocking host-to-device copy per batch)."""
+    from data.cifar.augment import augment_batch
+
+    _, x0 = probe
+    x = x0.expand(8, -1, -1, -1).contiguous()
+    generator = torch.Generator().manual_seed(0)
+
+    def no_host_tensor(*args, **kwargs):
+        raise AssertionError("torch.tensor called while augmenting a batch")
+
+    monkeypatch.setattr(torch, "tensor", no_host_tensor)
+    monkeypatch.setattr(torch, "as_tensor", no_host_tensor)
+    out = augment_batch(x, generator)
+    assert out.shape == x.shape and torch.isfinite(out).all()

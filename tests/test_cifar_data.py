@@ -13,6 +13,7 @@ from torchvision.datasets import CIFAR100
 
 from data import DatasetNotFoundError, build_datasets
 from data.cifar import ENV_VAR, FixtureCIFAR100, build
+from data.files import DataFileError
 from data.fixtures import write_fixture
 
 N_TRAIN, N_TEST = 130, 70
@@ -85,8 +86,11 @@ def test_corrupted_file_fails_its_checksum(root, tmp_path):
     data = bytearray(train.read_bytes())
     data[-20] ^= 0xFF
     train.write_bytes(bytes(data))
-    with pytest.raises(RuntimeError, match="md5"):
+    with pytest.raises(DataFileError) as err:
         build(root=copy, download=False)
+    message = str(err.value)  # one sentence naming the bad file (and only it), its md5 and the way out
+    assert message.startswith(f"{train}: has md5 ") and "dataset.download=true" in message
+    assert str(copy / "cifar-100-python" / "test") not in message
 
 
 def test_unknown_option_is_refused(root):

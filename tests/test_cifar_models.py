@@ -109,6 +109,23 @@ def test_cifar_adaptations(built):
     assert depth[0] == 0.0 and 0.9 * expected_last <= depth[-1] <= expected_last  # torchvision's linear rule
 
 
+def test_norm_layers_are_the_authors(built):
+    """EfficientNetV2: the authors' BatchNorm2d(momentum=0.01), eps 1e-5 (torchvision: 0.1 / 1e-3);
+    ConvNeXt-B: LayerNorm eps 1e-5 as their copy (torchvision: 1e-6). SwinV2 keeps torchvision's norms."""
+    name, model, _, _ = built
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    lns = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    if name.startswith("efficientnetv2"):
+        assert bns and not lns
+        assert {(m.momentum, m.eps) for m in bns} == {(0.01, 1e-5)}
+    elif name == "convnext_b":
+        assert lns and not bns
+        assert len(lns) == 1 + 36 + 3 + 1  # stem, one per block, one per downsampling, the head
+        assert {m.eps for m in lns} == {1e-5}
+    else:
+        assert {m.eps for m in lns} == {1e-5}  # torchvision's Swin builds nn.LayerNorm with its default
+
+
 # The paper's settings per table and optimizer: (model, optimizer group, lr, weight decay, schedule, min lr).
 TABLES = {
     "table3": [("efficientnetv2_m", o, 3e-3, 0.01, "linear_to_min", 3e-5) for o in ("adam", "adax", "adamx")],

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset
 
 import adamx
 from data import build_datasets
-from data.fixtures_voc import write_voc
+from data.voc.fixture import write_voc
 from experiments.schedule import linear_to_min
 from experiments.tasks import EvalContext, build_task
 from models import build_model

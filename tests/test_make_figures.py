@@ -116,3 +116,13 @@ def test_figure_curve_counts() -> None:
     assert [len(ax.get_lines()) for ax in fig.axes] == [4, 4]
     plt.close(fig)
     assert math.isclose(make_figures.figure1_data(np.array([1]))["β̂1,t (β1 = 0.9)"][1][0], 0.0)
+
+
+def test_figure4_says_adax_lies_under_adamx() -> None:
+    note = make_figures.figure4_note()
+    assert note.startswith("AdaX's curve lies under AdamX's")
+    assert "by at most 2.7 %" in note and "t ≤ 62,480" in note  # results/README.md quotes these numbers
+    assert "2.7 %" not in make_figures.figure4_note(100)  # computed, not a fixed string
+    fig = make_figures.plot(make_figures.figure4_data(), "t", "b", "x", logx=True, complement=True, note=note)
+    assert note in [t.get_text() for t in fig.texts]  # the suptitle is a figure text too
+    plt.close(fig)

@@ -151,6 +151,32 @@ def test_markdown_missing_cells_and_failed_listing(runs: Path, tmp_path: Path) -
     assert "20.00 (n=1)" in md7 and "34.27" in md7
 
 
+def test_protocol_is_stated_beside_every_paper_number(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tables"
+    make_tables.make_tables(runs, out)
+    md = (out / "table3.md").read_text()
+    head = md.split("\n| Optimizer")[1].splitlines()[0]
+    assert head.count("paper†") == 2  # top-1 and top-5 paper columns both carry the mark
+    note = next(line for line in md.splitlines() if line.startswith("† paper:"))
+    assert "single run, seed 42, deterministic" in note and "+protocol=authors" in note
+    assert "ours: mean ± sample std over n seeds (seeds 0,1,2; deterministic mixed or unrecorded)" in note
+    rows = list(csv.DictReader(open(out / "table3.csv")))
+    for r in rows:  # each CSV line with a paper value names the paper's protocol
+        assert (r["paper_protocol"] == "single run, seed 42, deterministic algorithms") == (r["paper"] != "")
+    assert r"$^\dagger$" in (out / "table3.tex").read_text()
+
+
+def test_runs_protocol_reads_seeds_and_determinism(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for seed in (42,):
+        d = write_run(root, "table3", "efficientnetv2_m", "adamx", seed, [30.0], [10.0])
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        cfg["trainer"]["deterministic"] = True
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    text = make_tables.runs_protocol(find_runs(root))
+    assert text == "mean ± sample std over n seeds (seeds 42; deterministic on)"
+
+
 def test_prefix_and_cli(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "only7"
     assert make_tables.main(["--runs", str(runs), "--out", str(out), "--experiment-prefix", "table7"]) == 0

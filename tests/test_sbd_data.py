@@ -10,8 +10,8 @@ from torchvision.datasets import SBDataset
 
 from data import DatasetNotFoundError, build_datasets
 from data.fixtures import write_fixture
-from data.fixtures_sbd import DEFAULT_CLASSES
-from data.sbd_augment import EvalTransform, ResizeTransform, TrainTransform
+from data.sbd.augment import EvalTransform, ResizeTransform, TrainTransform
+from data.sbd.fixture import DEFAULT_CLASSES
 from experiments.tasks.segmentation import SegmentationTask
 
 

@@ -15,7 +15,7 @@ from torchvision.datasets import SBDataset
 import adamx
 from data import build_datasets
 from data.fixtures import write_fixture
-from data.sbd_augment import EvalTransform
+from data.sbd.augment import EvalTransform
 from experiments.tasks import EvalContext, build_task
 from models import build_model
 

@@ -11,7 +11,7 @@ from torchvision.datasets import VOCDetection
 from data import DatasetNotFoundError, build_datasets
 from data.fixtures import write_fixture
 from data.voc import VOC_CLASSES, parse_annotation
-from data.voc_augment import PAD_VALUE, AugmentConfig, hsv_jitter, keep_boxes, letterbox
+from data.voc.augment import PAD_VALUE, AugmentConfig, hsv_jitter, keep_boxes, letterbox
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,26 @@ def test_boxes_dropped_when_tiny_or_mostly_outside():
     np.testing.assert_allclose(clipped[2], [0, 10, 20, 50])
 
 
+def test_box_candidates_boundaries_as_yolov7():
+    """YOLOv7's box_candidates: w, h > 2 px, area ratio > 0.1, aspect max(w/h, h/w) < 20, all strict."""
+    cfg = AugmentConfig()
+    moved = np.array(
+        [
+            [0, 0, 2, 30],  # exactly 2 px wide: dropped (w > 2 is strict)
+            [0, 0, 2.5, 30],  # 2.5 px wide, aspect 12: kept
+            [0, 10, 60, 12.9],  # 60 x 2.9 px, aspect 20.7: dropped by ar_thr alone
+            [0, 10, 57, 12.9],  # 57 x 2.9 px, aspect 19.7: kept
+            [-50, 0, 10, 3.01],  # clipped to 10 x 3.01 of 60 x 3.01: aspect 3.3, area ratio 0.167: kept
+            [-20, 0, 3, 60],  # clipped to 3 x 60 of 23 x 60 (ratio 0.13 > 0.1), aspect exactly 20: dropped
+        ],
+        np.float32,
+    )
+    _, keep = keep_boxes(moved, 64, cfg)
+    assert keep.tolist() == [False, True, False, True, True, False]
+    _, loose = keep_boxes(moved, 64, AugmentConfig(max_aspect=np.inf))
+    assert loose.tolist() == [False, True, True, True, True, True]  # only ar_thr removed rows 2 and 5
+
+
 def test_hsv_jitter_changes_colour_not_geometry():
     img = scene(64, 48, (10, 10, 30, 30))
     out = hsv_jitter(img, AugmentConfig(), torch.Generator().manual_seed(0))
@@ -199,3 +219,19 @@ def test_train_items_are_augmented_and_valid(voc_root):
             x2y2 = targets[:, 1:3] + targets[:, 3:] / 2
             assert (x1y1 >= -1e-4).all() and (x2y2 <= 128 + 1e-4).all()
     assert flips == {True, False}
+
+
+def test_image_ids_come_from_the_path_not_the_xml(tmp_path):
+    """Two annotations naming the same <folder>/<filename> stay two images (evaluation de-duplicates by id)."""
+    import xml.etree.ElementTree as ET
+
+    root = write_fixture("voc", tmp_path, n_trainval07=2, n_test07=3, n_trainval12=1)
+    xml = root / "VOCdevkit" / "VOC2007" / "Annotations" / "000004.xml"  # the second test image
+    tree = ET.parse(xml)
+    tree.getroot().find("filename").text = "000003.jpg"
+    tree.getroot().find("folder").text = "elsewhere"
+    tree.write(xml)
+    bundle = build_datasets("voc", root=str(root), img_size=64, augment=False)
+    ids = [bundle.eval[i][1][1]["image_id"] for i in range(len(bundle.eval))]
+    assert ids == ["VOC2007/000003", "VOC2007/000004", "VOC2007/000005"]
+    assert bundle.train[2][1][1]["image_id"] == "VOC2012/2012_000001"

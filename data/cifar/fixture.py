@@ -83,3 +83,17 @@ def write_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int 
     manifest = {name: _md5(folder / name) for name in contents}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return Path(root)
+
+
+def break_cifar100(root: Path) -> dict[str, str]:
+    """Plant one defect per file in the fixture ``write_cifar100(root)`` wrote: one label changed in
+    ``train`` (a valid pickle; md5 only), ``test`` cut short (md5 and unpickling); return {path: phrase its report contains}."""
+    folder = Path(root) / BASE_FOLDER
+    with open(folder / "train", "rb") as f:
+        train = pickle.load(f, encoding="latin1")
+    train["fine_labels"][0] = (train["fine_labels"][0] + 1) % 100  # one wrong label: only the md5 tells
+    with open(folder / "train", "wb") as f:
+        pickle.dump(train, f, protocol=2)
+    test = (folder / "test").read_bytes()
+    (folder / "test").write_bytes(test[: len(test) // 2])
+    return {str(folder / "train"): "has md5", str(folder / "test"): "is not a readable pickle"}

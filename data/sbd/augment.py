@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IGNORE_INDEX = 255
+from data.sbd.reader import IGNORE_INDEX
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:

@@ -107,3 +107,33 @@ def write_sbd(
             ids.append(stem)
         (root / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     return root
+
+
+def break_sbd(root: Path) -> dict[str, str]:
+    """Plant one defect per file in the fixture ``write_sbd(root)`` wrote (default sizes); return
+    {path of the bad file: a phrase its problem report must contain}."""
+    root = Path(root)
+    ids = (root / "train.txt").read_text().split() + (root / "val.txt").read_text().split()
+    mat = lambda k: root / "cls" / f"{ids[k]}.mat"  # noqa: E731
+    jpg = lambda k: root / "img" / f"{ids[k]}.jpg"  # noqa: E731
+    seg = lambda k: scipy.io.loadmat(mat(k))["GTcls"]["Segmentation"].flat[0]  # noqa: E731
+    expected: dict[str, str] = {}
+
+    mat(0).write_bytes(b"not a MATLAB file at all" * 8)
+    expected[str(mat(0))] = "is not a readable MATLAB file"
+    scipy.io.savemat(mat(1), {"Segmentation": seg(1)})  # the mask, but not inside GTcls
+    expected[str(mat(1))] = "has no GTcls struct"
+    scipy.io.savemat(mat(2), {"GTcls": {"Boundaries": boundaries(seg(2)), "CategoriesPresent": [[1]]}})
+    expected[str(mat(2))] = "without a Segmentation field"
+    stray = seg(3).copy()
+    stray[0, 0] = 50
+    write_mat(mat(3), stray)
+    expected[str(mat(3))] = "has mask values 50 outside 0-20 and 255"
+    write_mat(mat(4), seg(4)[:-3])
+    expected[str(mat(4))] = "mask but"
+    data = jpg(5).read_bytes()
+    jpg(5).write_bytes(data[: len(data) * 2 // 3])
+    expected[str(jpg(5))] = "is not a readable image (image file is truncated"
+    mat(8).unlink()  # a val item
+    expected[str(mat(8))] = "is missing"
+    return expected

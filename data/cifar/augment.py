@@ -81,7 +81,8 @@ def rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
     """(h, s, v) in [0, 1] -> RGB with channels at dim -3 (the closed form f(n) = v - v s clamp(min(k, 4-k), 0, 1))."""
-    n = torch.tensor([5.0, 3.0, 1.0], device=h.device, dtype=h.dtype).view(3, 1, 1)
+    # arange builds (5, 3, 1) on h's device: no host tensor and no blocking copy per batch on a GPU
+    n = torch.arange(5.0, 0.0, -2.0, device=h.device, dtype=h.dtype).view(3, 1, 1)
     h, s, v = h.unsqueeze(-3), s.unsqueeze(-3), v.unsqueeze(-3)
     k = (n + h * 6.0) % 6.0
     return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)

@@ -112,3 +112,65 @@ def write_voc(
             ids.append(stem)
         (base / "ImageSets" / "Main" / f"{image_set}.txt").write_text("".join(f"{i}\n" for i in ids))
     return Path(root)
+
+
+def _edit_xml(path: Path, edit) -> None:
+    tree = ET.parse(path)
+    edit(tree.getroot())
+    tree.write(path)
+
+
+def _truncate(path: Path, keep: float = 0.6) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def break_voc(root: Path) -> dict[str, str]:
+    """Plant one defect per file in the fixture ``write_voc(root)`` wrote (default sizes); return
+    {path of the bad file: a phrase its problem report must contain}."""
+    base07, base12 = Path(root) / "VOCdevkit" / "VOC2007", Path(root) / "VOCdevkit" / "VOC2012"
+    xml = lambda base, n, prefix="": base / "Annotations" / f"{prefix}{n:06d}.xml"  # noqa: E731
+    jpg = lambda base, n, prefix="": base / "JPEGImages" / f"{prefix}{n:06d}.jpg"  # noqa: E731
+    expected: dict[str, str] = {}
+
+    text = xml(base07, 1).read_text()
+    xml(base07, 1).write_text(text[: text.index("<object>") + 12])  # cut inside a tag
+    expected[str(xml(base07, 1))] = "is not parsable XML"
+    _edit_xml(xml(base07, 2), lambda r: r.remove(r.find("size")))
+    expected[str(xml(base07, 2))] = "has no <size>"
+    _edit_xml(xml(base07, 3), lambda r: r.find("object").remove(r.find("object/bndbox")))
+    expected[str(xml(base07, 3))] = "has no <bndbox>"
+
+    def set_difficult(r):
+        obj = r.find("object")
+        node = obj.find("difficult")
+        if node is None:
+            node = ET.SubElement(obj, "difficult")
+        node.text = "maybe"
+
+    _edit_xml(xml(base07, 4), set_difficult)
+    expected[str(xml(base07, 4))] = "has <difficult> 'maybe', not 0 or 1"
+    _edit_xml(xml(base07, 5), lambda r: setattr(r.find("object/name"), "text", "unicorn"))
+    expected[str(xml(base07, 5))] = "unknown VOC class 'unicorn'"
+
+    def outside(r):
+        width = int(r.find("size/width").text)
+        r.find("object/bndbox/xmax").text = str(width + 40)
+
+    _edit_xml(xml(base07, 6), outside)
+    expected[str(xml(base07, 6))] = "image (or inverted)"
+    _truncate(jpg(base07, 7))
+    expected[str(jpg(base07, 7))] = "is not a readable image (image file is truncated"
+
+    def wider(r):
+        r.find("size/width").text = str(int(r.find("size/width").text) + 10)
+
+    _edit_xml(xml(base12, 1, "2012_"), wider)
+    expected[str(xml(base12, 1, "2012_"))] = "gives size"
+    jpg(base12, 2, "2012_").unlink()
+    expected[str(jpg(base12, 2, "2012_"))] = "is missing"
+    test_list = base07 / "ImageSets" / "Main" / "test.txt"
+    ids = test_list.read_text().split()
+    test_list.write_text("".join(f"{i}\n" for i in [*ids, ids[0]]))
+    expected[str(test_list)] = f"lists {ids[0]} 2 times"
+    return expected

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data.cifar_augment import augment_batch, normalize
+from data.cifar.augment import augment_batch, normalize
 
 SPLITS = ("train", "eval")
 

@@ -2,7 +2,8 @@
 
 Everything is one affine map ``out = scale * orig + pad`` (x mirrored as ``size - x`` when flipped), so
 boxes follow the pixels exactly. The values mirror YOLOv7's ``hyp.scratch.tiny.yaml`` (scale 0.5,
-translate 0.1, hsv 0.015/0.7/0.4, fliplr 0.5); mosaic and mixup are not used (the paper lists neither).
+translate 0.1, hsv 0.015/0.7/0.4, fliplr 0.5), and boxes are filtered as its ``box_candidates``
+(wh_thr 2, area_thr 0.1, ar_thr 20); mosaic and mixup are not used (the paper lists neither).
 Randomness comes from ``torch``'s generator, which the DataLoader seeds per worker.
 """
 
@@ -28,8 +29,12 @@ class AugmentConfig:
     hsv_s: float = 0.7  # saturation gain in [1 - hsv_s, 1 + hsv_s]
     hsv_v: float = 0.4  # value (brightness) gain in [1 - hsv_v, 1 + hsv_v]
     fliplr: float = 0.5  # probability of a horizontal flip
-    min_size: float = 2.0  # drop boxes narrower or lower than this many pixels after the transform
-    min_area_ratio: float = 0.1  # drop boxes that kept less than this share of their area (lost > 90%)
+    # YOLOv7's box_candidates after the transform (wh_thr, area_thr, ar_thr; all strict): a box survives
+    # when wider and higher than min_size pixels, kept more than min_area_ratio of its area, and its
+    # aspect ratio max(w/h, h/w) is below max_aspect (a sliver clipped at the canvas edge is dropped).
+    min_size: float = 2.0
+    min_area_ratio: float = 0.1
+    max_aspect: float = 20.0
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
@@ -64,19 +69,18 @@ def transform_boxes(
 
 
 def keep_boxes(moved: np.ndarray, size: int, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Clip moved boxes to the canvas; return them and the mask of those still at least ``min_size`` wide
-    and high that kept at least ``min_area_ratio`` of their (moved, unclipped) area."""
+    """Clip moved boxes to the canvas; return them and the mask of those YOLOv7's ``box_candidates`` keeps:
+    more than ``min_size`` wide and high, more than ``min_area_ratio`` of their (moved, unclipped) area
+    left, and an aspect ratio below ``max_aspect``."""
     clipped = moved.copy()
     clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, size)
     clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, size)
     w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     area_before = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
-    keep = (
-        (w >= cfg.min_size)
-        & (h >= cfg.min_size)
-        & (w * h >= cfg.min_area_ratio * np.maximum(area_before, 1e-9))
-    )
-    return clipped, keep
+    eps = 1e-16
+    aspect = np.maximum(w / (h + eps), h / (w + eps))
+    keep = (w > cfg.min_size) & (h > cfg.min_size) & (w * h / (area_before + eps) > cfg.min_area_ratio)
+    return clipped, keep & (aspect < cfg.max_aspect)
 
 
 def letterbox(
@@ -122,7 +126,10 @@ def letterbox(
         geometry = {"scale": fit * zoom, "pad": (pad_x, pad_y), "flip": flip}
     moved = transform_boxes(boxes, geometry["scale"], geometry["pad"], geometry["flip"], size)
     if augment is None:
-        clipped, keep = keep_boxes(moved, size, AugmentConfig(min_size=0.0, min_area_ratio=0.0))
+        # evaluation keeps every box that still has an area (the ground truth is scored from ``meta``)
+        clipped, keep = keep_boxes(
+            moved, size, AugmentConfig(min_size=0.0, min_area_ratio=0.0, max_aspect=np.inf)
+        )
     else:
         clipped, keep = keep_boxes(moved, size, augment)
     return canvas, clipped, keep, geometry

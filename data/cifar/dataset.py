@@ -2,7 +2,7 @@
 
 The root comes from the config (``dataset.root``), else the ``CIFAR100_ROOT`` environment variable,
 else ``./datasets/cifar100``; it is the folder that holds ``cifar-100-python/``. The bundle always
-offers ``device_loader`` (data/cifar_device.py): it only references the arrays torchvision loaded,
+offers ``device_loader`` (data/cifar/device.py): it only references the arrays torchvision loaded,
 and nothing moves to a device until the trainer picks it (``dataset.device_resident=true``).
 """
 
@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from torchvision.datasets import CIFAR100
 
 from data import DatasetBundle, DatasetNotFoundError
-from data.cifar_augment import CifarEvalTransform, CifarTrainTransform
-from data.cifar_device import DeviceResidentCifar
-from data.fixtures_cifar import MANIFEST
+from data.cifar.augment import CifarEvalTransform, CifarTrainTransform
+from data.cifar.device import DeviceResidentCifar
+from data.cifar.fixture import MANIFEST
+from data.cifar.reader import ENV_VAR, FILES, expected_md5, md5_problem, resolve_root
+from data.files import DataFileError
 
-ENV_VAR = "CIFAR100_ROOT"
-DEFAULT_ROOT = "datasets/cifar100"
-FILES = ("train", "test", "meta")
 log = logging.getLogger(__name__)
 
 
 class FixtureCIFAR100(CIFAR100):
-    """torchvision's CIFAR100 checked against a fixture's own md5 manifest (data/fixtures_cifar.py).
+    """torchvision's CIFAR100 checked against a fixture's own md5 manifest (data/cifar/fixture.py).
 
     A fixture cannot match the md5s of the real archive; its files are still verified, against the
     checksums its writer recorded, so an edited or truncated fixture fails as real data would.
@@ -39,12 +37,6 @@ class FixtureCIFAR100(CIFAR100):
         self.test_list = [["test", manifest["test"]]]
         self.meta = {**CIFAR100.meta, "md5": manifest["meta"]}
         super().__init__(root, download=False, **kwargs)
-
-
-def resolve_root(root: str | Path | None) -> Path:
-    """The config's root, else $CIFAR100_ROOT, else ./datasets/cifar100 (absolute, for messages)."""
-    chosen = root if root not in (None, "") else os.environ.get(ENV_VAR) or DEFAULT_ROOT
-    return Path(chosen).expanduser().resolve()
 
 
 def _open(root: Path, train: bool, download: bool) -> CIFAR100:
@@ -78,8 +70,11 @@ def build(root: str | Path | None = None, download: bool = False, **kw: Any) -> 
         train = _open(root, train=True, download=download)
         test = _open(root, train=False, download=False)
     except RuntimeError as err:  # torchvision's "not found or corrupted": files are there, md5 is wrong
-        raise RuntimeError(
-            f"CIFAR-100 files under {folder} fail their md5 check ({err}); delete {folder} and rerun "
+        md5 = expected_md5(folder)
+        named = [p for name in FILES if (p := md5_problem(folder / name, md5[name])) is not None]
+        raise DataFileError(
+            " ".join(named)
+            or f"CIFAR-100 files under {folder} fail their md5 check ({err}); delete {folder} and rerun "
             "with dataset.download=true, or re-extract cifar-100-python.tar.gz there."
         ) from err
     info = {

@@ -5,7 +5,9 @@
 ``root`` is the folder holding ``img/``, ``cls/``, ``train.txt`` and ``val.txt`` (what torchvision's
 download leaves there); the extracted archive's ``benchmark_RELEASE/dataset`` inside it is accepted too.
 Items are ``(image uint8 (3, S, S), mask uint8)``: random scale/flip/crop for training, resized images with
-original-size masks for evaluation (``data/sbd_augment.py``).
+original-size masks for evaluation (``data/sbd/augment.py``). Every item is read through ``read_item``: an
+unreadable JPEG or ``.mat``, a ``.mat`` without ``GTcls.Segmentation``, mask values outside 0-20 and 255,
+or a mask of another size than its image raise ``DataFileError`` naming the file.
 """
 
 from __future__ import annotations
@@ -17,23 +19,17 @@ from typing import Any
 from torchvision.datasets import SBDataset
 
 from data import DatasetBundle, DatasetNotFoundError
-from data.sbd_augment import IGNORE_INDEX, EvalTransform, ResizeTransform, TrainTransform
-from data.voc import VOC_CLASSES
-
-SBD_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
-ENV_VAR = "SBD_ROOT"
-SPLITS = {"train": "train", "eval": "val"}
+from data.sbd.augment import EvalTransform, ResizeTransform, TrainTransform
+from data.sbd.reader import ENV_VAR, IGNORE_INDEX, SBD_CLASSES, SPLITS, read_item, resolve_root
 
 
-def resolve_root(root: str | os.PathLike | None) -> Path:
-    """The folder holding img/, cls/ and the split files (``$SBD_ROOT``, else ./datasets/sbd, when unset)."""
-    if root in (None, ""):
-        root = os.environ.get(ENV_VAR) or "datasets/sbd"
-    path = Path(root).expanduser()
-    extracted = path / "benchmark_RELEASE" / "dataset"
-    if not (path / "train.txt").is_file() and (extracted / "train.txt").is_file():
-        return extracted
-    return path
+class CheckedSBDataset(SBDataset):
+    """torchvision's ``SBDataset`` (segmentation mode) whose items pass ``read_item``: a broken file fails
+    with one sentence naming it, when it is read."""
+
+    def __getitem__(self, index: int):
+        img, mask = read_item(self.images[index], self.masks[index])
+        return self.transforms(img, mask) if self.transforms is not None else (img, mask)
 
 
 def _check(path: Path) -> None:
@@ -83,8 +79,8 @@ def build(
         SBDataset(str(path), image_set="train", mode="segmentation", download=True)
     _check(path)
     train_tf = TrainTransform(img_size, (low, high), flip) if augment else ResizeTransform(img_size)
-    train = SBDataset(str(path), image_set=SPLITS["train"], mode="segmentation", transforms=train_tf)
-    val = SBDataset(
+    train = CheckedSBDataset(str(path), image_set=SPLITS["train"], mode="segmentation", transforms=train_tf)
+    val = CheckedSBDataset(
         str(path), image_set=SPLITS["eval"], mode="segmentation", transforms=EvalTransform(img_size)
     )
     info = {

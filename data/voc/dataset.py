@@ -4,8 +4,11 @@ test (4,952), all read through ``torchvision.datasets.VOCDetection`` and letterb
 An item is ``(image uint8 (3, S, S), (targets float (n, 5) [class, cx, cy, w, h] in canvas pixels, meta))``
 (the pair because ``VOCDetection`` unpacks its ``transforms`` into two);
 ``meta`` holds what evaluation needs to map detections back (``orig_size`` (h, w), ``scale``, ``pad``
-(left, top)) and the original ground truth (``boxes`` xyxy, ``labels``, ``difficult``) plus ``image_id``.
-VOC's 1-based inclusive pixel boxes become continuous ``[xmin - 1, xmax]``, so IoUs equal the devkit's.
+(left, top)) and the original ground truth (``boxes`` xyxy, ``labels``, ``difficult``) plus ``image_id``
+(``VOC2007/000001``, from the image's path). VOC's 1-based inclusive pixel boxes become continuous
+``[xmin - 1, xmax]``, so IoUs equal the devkit's. A bad file (unparsable XML, a missing field, an unknown
+class, a box outside the image, a truncated JPEG, XML size not the image's) raises ``DataFileError``
+naming it when the item is read; ``scripts/check_data.py dataset=voc`` finds them all up front.
 """
 
 from __future__ import annotations
@@ -20,56 +23,28 @@ from torch.utils.data import ConcatDataset
 from torchvision.datasets import VOCDetection
 
 from data import DatasetBundle, DatasetNotFoundError
-from data.voc_augment import AugmentConfig, letterbox
-
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
-CLASS_INDEX = {name: i for i, name in enumerate(VOC_CLASSES)}
-SPLITS = {"train": [("2007", "trainval"), ("2012", "trainval")], "eval": [("2007", "test")]}
-ENV_VAR = "VOC_ROOT"
+from data.voc.augment import AugmentConfig, letterbox
+from data.voc.reader import ENV_VAR, SPLITS, VOC_CLASSES, read_item, resolve_root
 
 
-def parse_annotation(annotation: dict[str, Any]) -> dict[str, Any]:
-    """torchvision's annotation dict -> ``boxes`` float32 (n, 4) xyxy, ``labels`` int64, ``difficult`` bool."""
-    ann = annotation["annotation"]
-    objects = ann.get("object", [])
-    if isinstance(objects, dict):
-        objects = [objects]
-    boxes, labels, difficult = [], [], []
-    for obj in objects:
-        name = obj["name"].strip()
-        if name not in CLASS_INDEX:
-            raise ValueError(
-                f"Unknown VOC class {name!r} in {ann.get('filename')}; expected one of {VOC_CLASSES}."
-            )
-        bb = obj["bndbox"]
-        boxes.append([float(bb["xmin"]) - 1, float(bb["ymin"]) - 1, float(bb["xmax"]), float(bb["ymax"])])
-        labels.append(CLASS_INDEX[name])
-        difficult.append(int(obj.get("difficult", 0) or 0) == 1)
-    size = ann["size"]
-    return {
-        "image_id": f"{ann.get('folder', '')}/{Path(ann['filename']).stem}",
-        "orig_size": (int(size["height"]), int(size["width"])),
-        "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-        "labels": np.asarray(labels, dtype=np.int64),
-        "difficult": np.asarray(difficult, dtype=bool),
-    }
+class CheckedVOCDetection(VOCDetection):
+    """torchvision's ``VOCDetection`` whose items pass ``read_item``: every unreadable or inconsistent
+    file fails with one sentence naming it, and ``transforms`` receive the parsed annotation."""
+
+    def __getitem__(self, index: int):
+        img, gt = read_item(self.images[index], self.annotations[index])
+        return self.transforms(img, gt) if self.transforms is not None else (img, gt)
 
 
 class LetterboxTransform:
-    """``VOCDetection``'s ``transforms``: (PIL image, annotation dict) -> (image, (targets, meta))."""
+    """``CheckedVOCDetection``'s ``transforms``: (PIL image, parsed annotation) -> (image, (targets, meta))."""
 
     def __init__(self, img_size: int, augment: AugmentConfig | None, keep_difficult: bool) -> None:
         self.img_size = img_size
         self.augment = augment
         self.keep_difficult = keep_difficult
 
-    def __call__(
-        self, img, annotation: dict[str, Any]
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, dict[str, Any]]]:
-        gt = parse_annotation(annotation)
+    def __call__(self, img, gt: dict[str, Any]) -> tuple[torch.Tensor, tuple[torch.Tensor, dict[str, Any]]]:
         h, w = img.height, img.width
         canvas, boxes, keep, geometry = letterbox(img, gt["boxes"], self.img_size, self.augment)
         if not self.keep_difficult:
@@ -81,16 +56,6 @@ class LetterboxTransform:
         image = torch.from_numpy(np.array(canvas, dtype=np.uint8)).permute(2, 0, 1).contiguous()
         meta = {**gt, "orig_size": (h, w), **geometry}
         return image, (torch.from_numpy(targets), meta)
-
-
-def resolve_root(root: str | os.PathLike | None) -> Path:
-    """The folder holding ``VOCdevkit`` (a path to ``VOCdevkit`` itself is accepted too)."""
-    if root in (None, ""):
-        root = os.environ.get(ENV_VAR) or "datasets/voc"
-    path = Path(root).expanduser()
-    if path.name == "VOCdevkit":
-        path = path.parent
-    return path
 
 
 def _split_file(path: Path, year: str, image_set: str) -> Path:
@@ -140,7 +105,7 @@ def build(
         return ConcatDataset(
             [
                 # fetch (and extract) an archive only while its split is missing
-                VOCDetection(
+                CheckedVOCDetection(
                     str(path), year=y, image_set=s, transforms=tf,
                     download=download and not _split_file(path, y, s).is_file(),
                 )
