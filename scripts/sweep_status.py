@@ -283,7 +283,8 @@ def render(root: Path, runs: list[RunStatus], expect: int | None = None) -> str:
     seen = f"{len(runs)} runs" + (f" of {expect} expected" if expect else "")
     lines.append("")
     lines.append(f"{seen} under {root}: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
-    lines.append(f"sweep ETA: {format_duration(sweep_eta(runs, expect))}")
+    done = all(run.status in ("finished", "failed") for run in runs) and len(runs) >= (expect or 0)
+    lines.append("sweep ETA: " + ("done" if done else format_duration(sweep_eta(runs, expect))))
     trouble = [run for run in runs if run.status in ("failed", "stale") and run.reason]
     if trouble:
         lines.append("")

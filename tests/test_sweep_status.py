@@ -150,6 +150,14 @@ def test_unstarted_jobs_join_the_sweep_eta(sweep):
     assert sweep_status.sweep_eta([r for r in runs if r.status != "running"]) is None  # nothing runs: no pace
 
 
+def test_a_sweep_with_nothing_left_is_done(tmp_path):
+    make_run(tmp_path, "adam", 0, "finished", epochs_done=4)
+    make_run(tmp_path, "adam", 1, "failed", epochs_done=1, reason="loss became nan")
+    runs = sweep_status.collect(tmp_path)
+    assert "sweep ETA: done" in sweep_status.render(tmp_path, runs)
+    assert "sweep ETA: -" in sweep_status.render(tmp_path, runs, expect=3)  # one job not started yet
+
+
 def test_when_the_lock_holder_dies_the_run_turns_stale(tmp_path, lock_holder):
     path = make_run(tmp_path, "adam", 0, "running", epochs_done=1)
     proc = lock_holder(path)
