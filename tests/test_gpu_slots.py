@@ -1,5 +1,6 @@
 """GPU claiming without a GPU: a stated device count, real processes holding real flocks."""
 
+import inspect
 import json
 import os
 import signal
@@ -197,3 +198,43 @@ def test_recommendation_cli_reads_cuda_runs(tmp_path, capsys):
     assert gpu_slots.main([str(tmp_path), "--gpu-memory-gb", "141"]) == 0
     assert "swinv2_s" in (out := capsys.readouterr().out) and "trainer.jobs_per_gpu=14" in out
     assert gpu_slots.main([str(tmp_path / "a" / "none"), "--gpu-memory-gb", "80"]) == 2
+
+
+def _setup_claims() -> bool:
+    from experiments import distributed
+
+    return "jobs_per_gpu" in inspect.signature(distributed.setup).parameters
+
+
+@pytest.mark.skipif(
+    not _setup_claims(),
+    reason="trainer.device=auto claiming is wired into experiments.distributed.setup (issue 12)",
+)
+def test_device_auto_claims_a_free_gpu_and_teardown_gives_it_back(tmp_path, holders, monkeypatch):
+    """A stand-in CUDA machine with two GPUs, the first one taken by another job."""
+    import torch
+
+    from experiments import distributed
+
+    monkeypatch.setenv(gpu_slots.LOCK_DIR_ENV, str(tmp_path))
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(gpu_slots, "_driver_uuid", lambda index: None)  # no driver: names from the indices
+    real_claim = gpu_slots.claim_gpu
+    monkeypatch.setattr(gpu_slots, "claim_gpu", lambda **kw: real_claim(**kw, wait=False))  # fail, never hang
+    holders.append(Holder(tmp_path, device_count=2))  # another job holds GPU 0
+    info = distributed.setup("auto", jobs_per_gpu=1)
+    assert info.device == torch.device("cuda", 1) and info.gpu_claim.held
+    explicit = distributed.setup("cuda:0")  # an explicit device wins: no claim
+    assert explicit.device == torch.device("cuda", 0) and explicit.gpu_claim is None
+    monkeypatch.setenv("LOCAL_RANK", "0")  # under torchrun the rank's GPU wins
+    ranked = distributed.setup("auto", jobs_per_gpu=1)
+    assert ranked.device == torch.device("cuda", 0) and ranked.gpu_claim is None
+    distributed.teardown(info)
+    assert not info.gpu_claim.held
+    with claim_gpu(device_count=2, lock_dir=tmp_path, wait=False) as again:
+        assert again.index == 1  # given back: the next job gets it
