@@ -2,6 +2,7 @@
 joblib sweep finishes every job into its own run directory, and a submitit job that gets its preemption
 signal is requeued and ends where an uninterrupted run ends."""
 
+import contextlib
 import json
 import os
 import re
@@ -218,8 +219,17 @@ def requeued_and_reference(tmp_path_factory):
                 os.kill(task, requeue.preempt_signal())
                 signalled = int(rows["step"])
         time.sleep(0.05)
-    job_out, _ = job.communicate(timeout=600)
-    ref_out, _ = reference.communicate(timeout=600)
+    try:
+        job_out, _ = job.communicate(timeout=600)
+        ref_out, _ = reference.communicate(timeout=600)
+    finally:
+        for proc in (job, reference):
+            if proc.poll() is None:  # timed out: leave nothing running behind the test
+                for pid in _descendants(proc.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                proc.kill()
+                proc.wait()
     logs = "".join(p.read_text() for p in sorted((tmp / "submitit/.submitit").rglob("*_log.out")))
     return {
         "run": run,
