@@ -13,6 +13,7 @@ memory that finished CUDA runs recorded in their summary.json (``recommend_jobs_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import json
@@ -116,7 +117,8 @@ class GpuClaim:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        with contextlib.suppress(Exception):  # at interpreter exit the kernel frees the lock anyway
+            self.release()
 
     def __repr__(self) -> str:
         state = "held" if self.held else "released"
