@@ -72,9 +72,10 @@ def _read_checkpoint(path: Path) -> dict | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        why = "it is empty" if path.stat().st_size == 0 else one_line(error).split(". ")[0][:100]
         raise UsageError(
-            f"{path} cannot be read (truncated or corrupt: {one_line(error)[:120]}); pass force=true to "
-            "train the run again from scratch."
+            f"{path} cannot be read, it is truncated or corrupt ({why}); pass force=true to train the run "
+            "again from scratch."
         ) from error
 
 
