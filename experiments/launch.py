@@ -290,7 +290,13 @@ def build_trainer(
                 pin,
             )
             evals = eval_loader(
-                bundle.eval, task.collate, data.eval_batch_size, data.num_workers, dist.rank, dist.world_size, pin
+                bundle.eval,
+                task.collate,
+                data.eval_batch_size,
+                data.num_workers,
+                dist.rank,
+                dist.world_size,
+                pin,
             )
     if len(train) == 0:
         raise UsageError(

@@ -97,7 +97,7 @@ class Trainer:
         batch_factor: bool = False,
         hooks: Hooks | None = None,
         info: dict[str, Any] | None = None,
-        identity: dict[str, Any] | None = None,  # integrity-launch: stored in last.pt (experiments/identity.py)
+        identity: dict[str, Any] | None = None,  # integrity-launch: stored in last.pt
     ) -> None:
         self.task, self.model, self.optimizer = task, model, optimizer
         self.train_data, self.eval_data, self.lr_factor = train_data, eval_data, lr_factor

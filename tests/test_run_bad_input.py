@@ -13,7 +13,6 @@ import torch
 from helpers import compose_config
 
 import run
-from experiments.launch import run_experiment
 from experiments.rundir import read_json, run_dir
 from experiments.trainer import Hooks
 
@@ -49,11 +48,17 @@ def test_cuda_without_a_gpu(tmp_path, capsys):
 
 def test_settings_of_the_wrong_type_or_name(tmp_path, capsys):
     assert "trainer.epochs='abc' is not of type int" in refused(capsys, tmp_path, "trainer.epochs=abc")
-    assert "trainer.grad_clip='x' is not of type float or null" in refused(capsys, tmp_path, "trainer.grad_clip=x")
-    assert "Unknown key trainer.epoch (did you mean trainer.epochs?)" in refused(capsys, tmp_path, "+trainer.epoch=3")
+    assert "trainer.grad_clip='x' is not of type float or null" in refused(
+        capsys, tmp_path, "trainer.grad_clip=x"
+    )
+    assert "Unknown key trainer.epoch (did you mean trainer.epochs?)" in refused(
+        capsys, tmp_path, "+trainer.epoch=3"
+    )
     assert "seed='abc' is not an integer" in refused(capsys, tmp_path, "seed=abc")
     assert "trainer.precision='fp8'" in refused(capsys, tmp_path, "trainer.precision=fp8")
-    assert "optimizer.hessian_update_interval=5" in refused(capsys, tmp_path, "+optimizer.hessian_update_interval=5")
+    assert "optimizer.hessian_update_interval=5" in refused(
+        capsys, tmp_path, "+optimizer.hessian_update_interval=5"
+    )
     assert "model settings: " in refused(capsys, tmp_path, "+model.depth=3")
     assert files_under(tmp_path) == []
 
@@ -64,7 +69,9 @@ def test_download_that_cannot_reach_its_server(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     root = tmp_path / "c"
-    err = refused(capsys, tmp_path, "model=swinv2_s", "dataset.download=true", f"dataset.root={root}", base=[])
+    err = refused(
+        capsys, tmp_path, "model=swinv2_s", "dataset.download=true", f"dataset.root={root}", base=[]
+    )
     assert "dataset.download=true could not fetch cifar100" in err and str(root) in err
     assert "Connection refused" in err and "dataset.download=false" in err
 
@@ -75,7 +82,9 @@ def test_unreadable_run_directory_files(tmp_path, capsys):
     path = run_dir(cfg)
     good = (path / "last.pt").read_bytes()
     (path / "last.pt").write_bytes(good[: len(good) // 2])
-    assert "last.pt cannot be read, it is truncated or corrupt" in refused(capsys, tmp_path, "trainer.epochs=1")
+    assert "last.pt cannot be read, it is truncated or corrupt" in refused(
+        capsys, tmp_path, "trainer.epochs=1"
+    )
     (path / "last.pt").write_bytes(b"")
     assert "last.pt cannot be read, it is truncated or corrupt (it is empty)" in refused(
         capsys, tmp_path, "trainer.epochs=1"
@@ -85,7 +94,9 @@ def test_unreadable_run_directory_files(tmp_path, capsys):
     (path / "config.yaml").write_text("seed: [0\noptimizer: {")
     assert "config.yaml is not a readable config" in refused(capsys, tmp_path, "trainer.epochs=1")
     (path / "config.yaml").write_text("- a list\n")
-    assert "config.yaml is not a readable config (it holds a list)" in refused(capsys, tmp_path, "trainer.epochs=1")
+    assert "config.yaml is not a readable config (it holds a list)" in refused(
+        capsys, tmp_path, "trainer.epochs=1"
+    )
     (path / "config.yaml").write_text(config)
     assert run.execute(cfg, overrides) == 0 and "already finished" in capsys.readouterr().out
 
@@ -129,7 +140,10 @@ def test_out_of_memory_fails_the_run_in_one_sentence(tmp_path, monkeypatch, caps
     cfg, overrides = make_cfg(tmp_path)
     assert run.execute(cfg, overrides) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("failed: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB)") and "\n" not in err
+    assert (
+        err.startswith("failed: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB)")
+        and "\n" not in err
+    )
     assert read_json(run_dir(cfg) / "summary.json")["status"] == "failed"
 
 
@@ -138,7 +152,12 @@ def cli(*args, timeout=600):
     env.pop("ADAMX_RUNS", None)
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -161,3 +180,36 @@ def test_command_line_refusals_leave_nothing_behind_and_the_corrected_command_ru
     assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr
     assert unwritable.stderr.startswith(f"error: runs_root={blocker / 'runs'}: cannot create ")
     assert unwritable.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_refusal_on_rank_0_reaches_every_rank(tmp_path):
+    """Only rank 0 reads the run directory; the other rank must raise the same sentence, not wait in a
+    collective until the process group times out."""
+    path = run_dir(make_cfg(tmp_path)[0])
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text("seed: [0\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "run.py"),
+            f"runs_root={tmp_path}",
+            *BASE,
+            "trainer.device=cpu",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0] == errors[1] and "config.yaml is not a readable config" in errors[0]
+    # (torchrun then reports the failed workers with its own traceback)

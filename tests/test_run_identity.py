@@ -50,7 +50,9 @@ def ident(*extra, world_size=1, device="cpu"):
 def test_identity_is_the_whole_config_minus_the_documented_keys():
     base = ident()
     assert base["world_size"] == 1 and base["trainer.device"] == "cpu"
-    assert {"seed", "optimizer.lr", "dataset.test_size", "trainer.grad_clip", "trainer.precision"} <= set(base)
+    assert {"seed", "optimizer.lr", "dataset.test_size", "trainer.grad_clip", "trainer.precision"} <= set(
+        base
+    )
     assert not any(key == name or key.startswith(name + ".") for key in base for name in IGNORED)
     # Keys that cannot change the numbers (IGNORED), and auto resolved to the device actually used:
     same = ident(
@@ -98,10 +100,14 @@ def test_a_changed_setting_is_refused_on_resume_and_on_a_finished_run(tmp_path, 
         ("trainer.precision=bf16", r"trainer\.precision: 'fp32' -> 'bf16'"),
     ]:
         cfg, overrides = make_cfg(tmp_path, override)
-        with pytest.raises(UsageError, match=rf"holds a run made with a different config \({line}\).*force=true"):
+        with pytest.raises(
+            UsageError, match=rf"holds a run made with a different config \({line}\).*force=true"
+        ):
             run_experiment(cfg, overrides)
     # A single-process run resumed under torchrun (2 processes) continues with other batches: refused.
-    monkeypatch.setattr(distributed, "setup", lambda device: DistInfo(world_size=2, device=torch.device("cpu")))
+    monkeypatch.setattr(
+        distributed, "setup", lambda device: DistInfo(world_size=2, device=torch.device("cpu"))
+    )
     cfg, overrides = make_cfg(tmp_path)
     with pytest.raises(UsageError, match=r"\(world_size: 1 -> 2\)"):
         run_experiment(cfg, overrides)
@@ -115,7 +121,9 @@ def test_a_changed_setting_is_refused_on_resume_and_on_a_finished_run(tmp_path, 
     assert load_checkpoint(path / "last.pt")["identity"]["dataset.test_size"] == 1437
 
     cfg, overrides = make_cfg(tmp_path, "dataset.test_size=1000")
-    with pytest.raises(UsageError, match=r"holds a finished run made with .*dataset\.test_size: 1437 -> 1000"):
+    with pytest.raises(
+        UsageError, match=r"holds a finished run made with .*dataset\.test_size: 1437 -> 1000"
+    ):
         run_experiment(cfg, overrides)
     cfg, overrides = make_cfg(tmp_path)
     assert run_experiment(cfg, overrides)["skipped"]
@@ -134,7 +142,9 @@ def test_last_pt_keeps_the_identity_when_config_yaml_is_deleted(tmp_path):
     edited = compose_config([f"runs_root={tmp_path}", *BASE, "optimizer.lr=0.005"])
     (path / "config.yaml").write_text(OmegaConf.to_yaml(edited))
     cfg, overrides = make_cfg(tmp_path)
-    with pytest.raises(UsageError, match=r"config\.yaml disagrees with last\.pt \(optimizer\.lr: 0\.001 -> 0\.005\)"):
+    with pytest.raises(
+        UsageError, match=r"config\.yaml disagrees with last\.pt \(optimizer\.lr: 0\.001 -> 0\.005\)"
+    ):
         run_experiment(cfg, overrides)
     (path / "config.yaml").unlink()
     assert run_experiment(cfg, overrides)["status"] == "finished"

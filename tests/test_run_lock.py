@@ -37,7 +37,9 @@ def stop_after(n):
 def test_the_lock_names_its_holder_and_is_gone_after_release(tmp_path):
     first = RunLock(tmp_path).acquire()
     assert (tmp_path / LOCK_NAME).read_text().startswith(f"PID {os.getpid()} ")
-    with pytest.raises(UsageError, match=rf"in use by another process \(PID {os.getpid()} on .*, which holds"):
+    with pytest.raises(
+        UsageError, match=rf"in use by another process \(PID {os.getpid()} on .*, which holds"
+    ):
         RunLock(tmp_path).acquire()
     first.release()
     assert not (tmp_path / LOCK_NAME).exists()
@@ -107,7 +109,15 @@ def test_stale_temporaries_go_on_the_next_start_and_force_clears_everything(tmp_
     forced, overrides = make_cfg(tmp_path, "force=true", "trainer.epochs=1")
     assert run_experiment(forced, overrides)["status"] == "finished"
     names = {p.name for p in path.iterdir()}
-    assert names == {"config.yaml", "train.csv", "eval.csv", "summary.json", "last.pt", "best.pt", "notes.txt"}
+    assert names == {
+        "config.yaml",
+        "train.csv",
+        "eval.csv",
+        "summary.json",
+        "last.pt",
+        "best.pt",
+        "notes.txt",
+    }
     assert read_json(path / "summary.json")["epochs"] == 1
 
 
@@ -118,7 +128,9 @@ def test_missing_logs_beside_last_pt_are_refused(tmp_path):
     path = run_dir(cfg)
     for name in ("train.csv", "eval.csv"):
         (path / name).rename(path / f"{name}.bak")
-        with pytest.raises(UsageError, match=rf"holds last\.pt \(epoch 1, step 12\) but not {name}.*force=true"):
+        with pytest.raises(
+            UsageError, match=rf"holds last\.pt \(epoch 1, step 12\) but not {name}.*force=true"
+        ):
             run_experiment(cfg, overrides)
         (path / f"{name}.bak").rename(path / name)
     assert run_experiment(cfg, overrides)["status"] == "finished"
