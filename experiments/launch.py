@@ -154,11 +154,24 @@ def prepare_run_dir(cfg: DictConfig, path: Path, identity: dict[str, Any]) -> di
         skipped = check_run_dir(path, identity)
         if skipped is not None:
             return skipped
+        _warn_on_new_torch(path)
     stale = remove_stale_temporaries(path)
     if stale:
         print(f"removed {len(stale)} stale temporary file(s) from {path}: {', '.join(stale)}", flush=True)
     write_config(cfg, path / "config.yaml")
     return None
+
+
+def _warn_on_new_torch(path: Path) -> None:
+    """Versions are not part of the identity (a cluster's upgrade must not strand half-done runs), but a
+    resume under another torch may differ from an uninterrupted run in rounding: say so."""
+    before = ((read_json(path / "summary.json") or {}).get("versions") or {}).get("torch")
+    if before and before != torch.__version__:
+        print(
+            f"warning: {path} was started with torch {before}; resuming it with torch {torch.__version__} "
+            "(results may differ from an uninterrupted run in rounding).",
+            flush=True,
+        )
 
 
 def _make_dir(path: Path) -> list[Path]:
