@@ -12,7 +12,7 @@ from experiments.distributed import DistInfo
 from experiments.errors import UsageError
 from experiments.identity import IGNORED, identity_differences, run_identity
 from experiments.launch import run_experiment
-from experiments.rundir import load_checkpoint, read_json, run_dir, save_checkpoint
+from experiments.rundir import load_checkpoint, read_json, run_dir, save_checkpoint, write_json
 from experiments.trainer import Hooks
 
 BASE = [
@@ -177,3 +177,13 @@ def test_the_precheck_skips_a_finished_run_without_building_anything(tmp_path, m
 
     monkeypatch.setattr(launch, "build_trainer", no_build)
     assert run_experiment(cfg, overrides)["skipped"]
+
+
+def test_versions_are_not_compared_but_a_resume_under_another_torch_is_announced(tmp_path, capsys):
+    path = interrupted_run(tmp_path)
+    summary = read_json(path / "summary.json")
+    summary["versions"]["torch"] = "1.0.0"
+    write_json(summary, path / "summary.json")
+    cfg, overrides = make_cfg(tmp_path)
+    assert run_experiment(cfg, overrides)["status"] == "finished"
+    assert f"started with torch 1.0.0; resuming it with torch {torch.__version__}" in capsys.readouterr().out
