@@ -34,8 +34,8 @@ def _print_result(summary: dict) -> None:
 
 def execute(cfg: DictConfig, overrides: list[str]) -> int:
     """Run ``cfg``, print the outcome, and return the process exit code: 0 finished or skipped, 2 a setting,
-    file or run directory to fix (one sentence), 1 a failed run, 130 Ctrl-C. Other exceptions are bugs:
-    they propagate with their traceback (exit 1)."""
+    file or run directory to fix (one sentence), 1 a failed run, 130 Ctrl-C (128 + N for a signal N).
+    Other exceptions are bugs: they propagate with their traceback (exit 1)."""
     import torch
 
     from data import DatasetNotFoundError
@@ -59,12 +59,12 @@ def execute(cfg: DictConfig, overrides: list[str]) -> int:
             raise
         print(f"failed: out of memory ({one_line(error)[:200]}); lower dataset.batch_size.", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C; a signal the trainer turns into a stop may carry its own code
         print(
             "interrupted: last.pt holds the last finished epoch; re-run the same command to resume.",
             file=sys.stderr,
         )
-        return 130
+        return int(getattr(stop, "exit_code", 130))
     if not summary:  # a DDP rank other than 0: rank 0 reports
         return 0
     if summary.get("skipped"):
@@ -86,8 +86,9 @@ def main(cfg: DictConfig) -> None:
         from experiments.rundir import remove_if_only
 
         remove_if_only(Path(hydra_cfg.runtime.output_dir), [f"{hydra_cfg.job.name}.log"], Path(cfg.runs_root))
-    # In a sweep a failed run is recorded in its summary.json and the other jobs go on (Ctrl-C stops all).
-    if code == 130 or (code and hydra_cfg.mode != RunMode.MULTIRUN):
+    # In a sweep a failed or refused run is reported and the other jobs go on; a stop by a signal
+    # (Ctrl-C 130, or 128 + the signal's number) stops them all.
+    if code >= 128 or (code and hydra_cfg.mode != RunMode.MULTIRUN):
         sys.exit(code)
 
 
