@@ -33,28 +33,38 @@ def _print_result(summary: dict) -> None:
 
 
 def execute(cfg: DictConfig, overrides: list[str]) -> int:
-    """Run ``cfg``, print the outcome, and return the process exit code (0 finished or skipped)."""
+    """Run ``cfg``, print the outcome, and return the process exit code: 0 finished or skipped, 2 a setting,
+    file or run directory to fix (one sentence), 1 a failed run, 130 Ctrl-C (128 + N for a signal N).
+    Other exceptions are bugs: they propagate with their traceback (exit 1)."""
+    import torch
+
     from data import DatasetNotFoundError
+    from experiments.errors import UsageError, one_line
     from experiments.launch import run_experiment
+    from experiments.rundir import show_tracebacks
     from experiments.trainer import TrainingFailed
 
     try:
         summary = run_experiment(cfg, overrides)
-    except (
-        DatasetNotFoundError,
-        ValueError,
-    ) as error:  # bad data path or setting: one sentence, no traceback
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, DatasetNotFoundError) as error:  # bad setting, data path or run directory
+        if show_tracebacks(cfg):
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except TrainingFailed as error:
         print(f"failed: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except torch.cuda.OutOfMemoryError as error:  # not a bug: summary.json says failed, with the reason
+        if show_tracebacks(cfg):
+            raise
+        print(f"failed: out of memory ({one_line(error)[:200]}); lower dataset.batch_size.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as stop:  # Ctrl-C; a signal the trainer turns into a stop may carry its own code
         print(
             "interrupted: last.pt holds the last finished epoch; re-run the same command to resume.",
             file=sys.stderr,
         )
-        return 130
+        return int(getattr(stop, "exit_code", 130))
     if not summary:  # a DDP rank other than 0: rank 0 reports
         return 0
     if summary.get("skipped"):
@@ -68,9 +78,17 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    code = execute(cfg, list(HydraConfig.get().overrides.task))
-    # In a sweep a failed run is recorded in its summary.json and the other jobs go on (Ctrl-C stops all).
-    if code == 130 or (code and HydraConfig.get().mode != RunMode.MULTIRUN):
+    hydra_cfg = HydraConfig.get()
+    code = execute(cfg, list(hydra_cfg.overrides.task))
+    if code == 2:  # refused: take back the folder Hydra made for it, if that is all there is
+        from pathlib import Path
+
+        from experiments.rundir import remove_if_only
+
+        remove_if_only(Path(hydra_cfg.runtime.output_dir), [f"{hydra_cfg.job.name}.log"], Path(cfg.runs_root))
+    # In a sweep a failed or refused run is reported and the other jobs go on; a stop by a signal
+    # (Ctrl-C 130, or 128 + the signal's number) stops them all.
+    if code >= 128 or (code and hydra_cfg.mode != RunMode.MULTIRUN):
         sys.exit(code)
 
 

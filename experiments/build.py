@@ -3,11 +3,16 @@ between the loaders and the data set's builder."""
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from experiments.errors import UsageError
 
 LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "drop_last", "device_resident", "pin_memory")
 TRAINER_ONLY_OPTIMIZER_KEYS = ("name", "hessian_update_interval")
@@ -25,7 +30,7 @@ def apply_per_optimizer(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictC
     OmegaConf.set_struct(cfg, False)
     unknown = set(entry) - {"optimizer", "schedule", "trainer", "dataset"}
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"per_optimizer.{cfg.optimizer.name} has unknown sections {sorted(unknown)}; "
             "allowed: optimizer, schedule, trainer, dataset."
         )
@@ -94,3 +99,52 @@ def hessian_update_interval(optimizer_cfg: DictConfig) -> int | None:
     if int(k) < 1:
         raise ValueError(f"optimizer.hessian_update_interval must be a positive step count, got {k}.")
     return int(k)
+
+
+def seed_value(cfg: DictConfig) -> int:
+    """``cfg.seed`` as an int, or a UsageError naming the key (``seed=abc``)."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"seed={seed!r} is not an integer; pass e.g. seed=0.")
+    return seed
+
+
+def trainer_config(trainer_cfg: DictConfig):
+    """``TrainerConfig`` from the ``trainer`` section, each key checked against the dataclass's fields and
+    types first, so ``+trainer.epoch=3`` or ``trainer.epochs=abc`` gets a sentence naming the key."""
+    from experiments.trainer import TrainerConfig
+
+    fields = OmegaConf.to_container(trainer_cfg, resolve=True)
+    hints = typing.get_type_hints(TrainerConfig)
+    for key in fields:
+        if key not in hints:
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            hint = f" (did you mean trainer.{close[0]}?)" if close else ""
+            raise UsageError(
+                f"Unknown key trainer.{key}{hint}; the trainer's keys are {', '.join(hints)} "
+                "(configs/trainer/default.yaml)."
+            )
+        fields[key] = _typed(f"trainer.{key}", fields[key], hints[key])
+    try:
+        return TrainerConfig(**fields)
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from error
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """``value`` if it fits the type hint (ints are accepted for floats), else a UsageError."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(hint) if union else (hint,)
+    if Any in allowed or (value is None and type(None) in allowed):
+        return value
+    if isinstance(value, bool):
+        if bool in allowed:
+            return value
+    elif isinstance(value, int) and int in allowed:
+        return value
+    elif isinstance(value, (int, float)) and float in allowed:
+        return float(value)
+    elif isinstance(value, str) and str in allowed:
+        return value
+    names = " or ".join("null" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed)
+    raise UsageError(f"{key}={value!r} is not of type {names}; see configs/trainer/default.yaml.")

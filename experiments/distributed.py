@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from experiments.errors import UsageError, one_line
 
 
 @dataclass
@@ -29,18 +32,21 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error the user can fix."""
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error the user can fix.
+
+    The one place a device is chosen (a per-GPU claim for parallel sweeps would hook in here).
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise UsageError(
                 "trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto."
             )
         return torch.device("cuda", local_rank)
     if name == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"Unknown trainer.device={name!r}; choose auto, cpu or cuda.")
+    raise UsageError(f"Unknown trainer.device={name!r}; choose auto, cpu or cuda.")
 
 
 def setup(device_name: str) -> DistInfo:
@@ -87,6 +93,31 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def run_on_main(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0, its result on every rank; when it raises, every rank raises too (a UsageError
+    with the same sentence, or rank 0's own exception there and a RuntimeError naming it elsewhere),
+    so no rank is left waiting in a collective for one that gave up."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return fn()
+    error: BaseException | None = None
+    outcome: tuple[str, Any] = ("ok", None)
+    if dist.get_rank() == 0:
+        try:
+            outcome = ("ok", fn())
+        except UsageError as exc:
+            error, outcome = exc, ("usage", str(exc))
+        except Exception as exc:
+            error, outcome = exc, ("error", f"{type(exc).__name__}: {one_line(exc)}")
+    kind, value = broadcast_object(outcome)
+    if error is not None:
+        raise error
+    if kind == "usage":
+        raise UsageError(value)
+    if kind == "error":
+        raise RuntimeError(f"rank 0 failed: {value}")
+    return value
 
 
 def barrier() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -40,6 +41,58 @@ def run_dir(cfg: DictConfig) -> Path:
         / path_safe(cfg.optimizer.name)
         / f"seed{cfg.seed}"
     )
+
+
+def show_tracebacks(cfg: DictConfig | None = None) -> bool:
+    """Whether errors the user can fix should still show their traceback (``debug=true`` or
+    ``HYDRA_FULL_ERROR=1``)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(cfg is not None and cfg.get("debug", False))
+
+
+class RunsRootCheck(Callback):
+    """Hydra creates the run (or sweep) directory before run.py gets control; when it cannot, say so in
+    one sentence naming runs_root and exit 2, instead of Hydra's traceback and exit 1."""
+
+    def _check(self, config: DictConfig, key: str) -> None:
+        folder = Path(str(OmegaConf.select(config, key)))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            if show_tracebacks(config):
+                raise
+            print(
+                f"error: runs_root={config.runs_root}: cannot create {folder} "
+                f"({' '.join(str(error).split())}); set runs_root (or $ADAMX_RUNS) to a writable folder.",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+
+def remove_if_only(directory: Path, names: Sequence[str], stop: Path) -> None:
+    """Delete ``directory`` when it holds nothing but files called ``names`` (Hydra's log of a command
+    that was refused), then its parents while they are empty, up to but not including ``stop``."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    if any(entry.name not in names or not entry.is_file() for entry in entries):
+        return
+    for entry in entries:
+        entry.unlink(missing_ok=True)
+    stop = stop.resolve()
+    for folder in (directory, *directory.parents):
+        if folder.resolve() == stop or stop not in folder.resolve().parents:
+            break
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _umask() -> int:
@@ -79,6 +132,17 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
 
 def write_json(obj: Any, path: Path) -> None:
     _atomic(path, lambda handle: json.dump(obj, handle, indent=2, sort_keys=False, default=str))
+
+
+def remove_stale_temporaries(directory: Path) -> list[str]:
+    """Delete the ``.*.tmp`` files interrupted atomic writes left in ``directory`` (call under the run's
+    lock: then no writer of this run is alive); return their names."""
+    names = []
+    for tmp in directory.glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            names.append(tmp.name)
+    return names
 
 
 def read_json(path: Path) -> dict | None:

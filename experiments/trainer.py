@@ -97,6 +97,7 @@ class Trainer:
         batch_factor: bool = False,
         hooks: Hooks | None = None,
         info: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,  # integrity-launch: stored in last.pt
     ) -> None:
         self.task, self.model, self.optimizer = task, model, optimizer
         self.train_data, self.eval_data, self.lr_factor = train_data, eval_data, lr_factor
@@ -107,6 +108,7 @@ class Trainer:
         self.batch_factor = batch_factor  # SophiaG: pass the global batch size as step(bs=...)
         self.hooks = hooks or Hooks()
         self.info = dict(info or {})
+        self.identity = dict(identity or {})  # integrity-launch
 
         dtype = PRECISIONS[config.precision]
         self.amp_dtype = dtype
@@ -196,6 +198,7 @@ class Trainer:
             "samples": self.samples,
             "started": self.started,
             "rng": distributed.all_gather_object(rng_state()),
+            "identity": self.identity,  # integrity-launch
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
