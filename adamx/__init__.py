@@ -6,6 +6,7 @@ from .adax import AdaX
 from .lion import Lion
 from .param_groups import decay_param_groups
 from .registry import OPTIMIZERS, create_optimizer
+from .schedules import register_beta2_schedule
 from .sophia import SophiaG, gnb_hessian_update, sampled_cross_entropy
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "create_optimizer",
     "decay_param_groups",
     "gnb_hessian_update",
+    "register_beta2_schedule",
     "sampled_cross_entropy",
     "schedules",
 ]
