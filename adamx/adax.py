@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-
 from ._adaptive import StepScalars
 from ._base import as_betas, check_beta
 from .adamx import AdaptiveMomentOptimizer, _check_common

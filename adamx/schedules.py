@@ -210,9 +210,13 @@ def register_beta2_schedule(
     Registering a name again replaces it; the built-in names cannot be replaced.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"Invalid schedule name {name!r}; register a custom schedule under a non-empty string.")
+        raise ValueError(
+            f"Invalid schedule name {name!r}; register a custom schedule under a non-empty string."
+        )
     if name in BUILTIN_SCHEDULES:
-        raise ValueError(f"beta2 schedule {name!r} is built in and cannot be replaced; register another name.")
+        raise ValueError(
+            f"beta2 schedule {name!r} is built in and cannot be replaced; register another name."
+        )
     if not callable(fn) or (one_minus is not None and not callable(one_minus)):
         raise ValueError(f"register_beta2_schedule({name!r}, ...) needs callables (t, beta2) -> value.")
     BETA2_SCHEDULES[name] = fn

@@ -9,6 +9,10 @@ authors' code does it (Python-float beta_hat, mul_/add_ moments). On CUDA the ta
     python scripts/bench_optim.py                 # full size on CPU
     python scripts/bench_optim.py --scale 0.1 --steps 5
     python scripts/bench_optim.py --device cuda --dtype bfloat16
+    python scripts/bench_optim.py --compile --only "torch AdamW fused,AdamX fused,AdamX compiled" --steps 5
+
+``--compile`` adds ``torch.compile(opt.step)`` rows (inductor) for AdamX and torch's AdamW; their first
+call includes the compile time.
 """
 
 from __future__ import annotations
@@ -83,6 +87,20 @@ OPTIMIZERS: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
 }
 
 
+class Compiled:
+    """An optimizer whose ``step`` is ``torch.compile(opt.step)`` (inductor); the first call compiles."""
+
+    def __init__(self, opt: torch.optim.Optimizer) -> None:
+        self.opt = opt
+        self.step = torch.compile(opt.step)
+
+
+COMPILED: dict[str, Callable[[list[torch.Tensor]], Compiled]] = {
+    "torch AdamW compiled": lambda p: Compiled(torch.optim.AdamW(p, foreach=True)),
+    "AdamX compiled": lambda p: Compiled(adamx.AdamX(p, foreach=True)),
+}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -138,6 +156,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--workloads", default="a,b", help="comma list of a, b")
     parser.add_argument("--only", default="", help="comma list of optimizer names to run (default: all)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile(opt.step) rows (inductor)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -157,13 +176,14 @@ def main() -> None:
     if device.type == "cuda":
         print(f"device {torch.cuda.get_device_name(device)}")
     print(f"dtype {args.dtype}, {args.steps} timed steps after {args.warmup} warm-up, median ms per step\n")
-    names = [n for n in OPTIMIZERS if not args.only or n in args.only.split(",")]
+    makers = {**OPTIMIZERS, **(COMPILED if args.compile else {})}
+    names = [n for n in makers if not args.only or n in args.only.split(",")]
     for wl in args.workloads.split(","):
         shapes = workload_a(args.scale) if wl == "a" else workload_b(args.scale)
         numel = sum(torch.Size(s).numel() for s in shapes)
         print(f"### ({wl}) {numel / 1e6:.1f}M parameters in {len(shapes)} tensors\n")
         results = time_optimizers(
-            {n: OPTIMIZERS[n] for n in names}, shapes, device, dtype, args.steps, args.warmup
+            {n: makers[n] for n in names}, shapes, device, dtype, args.steps, args.warmup
         )
         bw = copy_bandwidth(numel, device, dtype) if device.type == "cuda" else None
         header = "| optimizer | first call (ms) | median step (ms) | vs torch fused | vs torch foreach |"

@@ -95,7 +95,9 @@ def test_compiled_step_with_a_changing_lr_and_16_bit_params() -> None:
         assert graphs <= MAX_GRAPHS
         for e, c in zip(eager, compiled):
             # 16-bit parameters: one rounding into bf16/fp16 per step, at most one ulp apart
-            torch.testing.assert_close(c.float(), e.float(), rtol=1e-2 if e.dtype != torch.float32 else 1e-5, atol=0)
+            torch.testing.assert_close(
+                c.float(), e.float(), rtol=1e-2 if e.dtype != torch.float32 else 1e-5, atol=0
+            )
 
 
 def test_compiled_step_resumes_a_checkpoint_with_int_steps() -> None:
@@ -109,9 +111,10 @@ def test_compiled_step_resumes_a_checkpoint_with_int_steps() -> None:
     for st in state["state"].values():
         st["step"] = int(st["step"])
     assert any(st["exp_avg_sq_scale"] != 1.0 for st in state["state"].values())
-    eager_p, comp_p = [p.detach().clone().requires_grad_() for p in params], [
-        p.detach().clone().requires_grad_() for p in params
-    ]
+    eager_p, comp_p = (
+        [p.detach().clone().requires_grad_() for p in params],
+        [p.detach().clone().requires_grad_() for p in params],
+    )
     eager, comp = adamx.AdamX(_groups(eager_p), fused=True), adamx.AdamX(_groups(comp_p), fused=True)
     eager.load_state_dict(copy.deepcopy(state))
     comp.load_state_dict(copy.deepcopy(state))
@@ -131,7 +134,9 @@ def test_compiled_step_resumes_a_checkpoint_with_int_steps() -> None:
 def _every_path(params: list[torch.Tensor]) -> list[dict]:
     """One param group per path (single, foreach, fused, capturable), alternating weight decay."""
     paths = [dict(foreach=False), dict(foreach=True), dict(fused=True), dict(capturable=True)]
-    return [{"params": [p], "weight_decay": 0.05 * (i % 2), **kw} for i, (p, kw) in enumerate(zip(params, paths))]
+    return [
+        {"params": [p], "weight_decay": 0.05 * (i % 2), **kw} for i, (p, kw) in enumerate(zip(params, paths))
+    ]
 
 
 @pytest.mark.slow
@@ -153,7 +158,9 @@ def test_inductor_compiles_every_path_once(cls) -> None:
     _assert_close(params_e, params_c, 1e-5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-graph capture needs a GPU; none on this machine")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA-graph capture needs a GPU; none on this machine"
+)
 @pytest.mark.parametrize("cls", [adamx.AdamX, adamx.AdaX], ids=["adamx", "adax"])
 def test_capturable_step_replays_in_a_cuda_graph(cls) -> None:
     """capturable=True: the whole step (scalars included) is captured once and replayed with new gradients;

@@ -126,11 +126,7 @@ SCHEDULES = [("adamx", 0.99), ("adam", 0.999), ("adafactor", 0.8), ("adax", 1e-4
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("schedule,b2", SCHEDULES)
 def test_adam_family_matches_float64_reference(schedule: str, b2: float, path: str) -> None:
-    params, opt = _run(
-        lambda g: adamx.AdamX(
-            g, betas=(0.9, b2), beta2_schedule=schedule, **_path_kw(path)
-        )
-    )
+    params, opt = _run(lambda g: adamx.AdamX(g, betas=(0.9, b2), beta2_schedule=schedule, **_path_kw(path)))
     ref_p, ref_m, ref_v = _reference_adaptive_cached(schedule, 0.9, b2, 1e-8)
     _assert_params_close(params, ref_p, path=path)
     for p, m, v in zip(params, ref_m, ref_v):
@@ -159,9 +155,7 @@ def test_adamx_late_steps_where_one_minus_beta2_hat_is_1e7(path: str) -> None:
         }
         for m, v in zip(m0, v0)
     ]
-    params, opt = _run(
-        lambda gr: adamx.AdamX(gr, **_path_kw(path)), t0=t0, state0=state0
-    )
+    params, opt = _run(lambda gr: adamx.AdamX(gr, **_path_kw(path)), t0=t0, state0=state0)
     ref_p, _, ref_v = _reference_adaptive("adamx", 0.9, 0.99, 1e-8, t0=t0, m0=m0, v0=v0)
     _assert_params_close(params, ref_p, path=path)
     for p, v in zip(params, ref_v):

@@ -115,7 +115,9 @@ def test_fused_mixed_dtype_group() -> None:
 
 
 def _adam_copy(t, beta2):
-    return S.beta2_hat_adam(t, beta2) if not torch.is_tensor(t) else 1.0 - S.one_minus_beta2_hat_adam(t, beta2)
+    return (
+        S.beta2_hat_adam(t, beta2) if not torch.is_tensor(t) else 1.0 - S.one_minus_beta2_hat_adam(t, beta2)
+    )
 
 
 def _slow_linear(t, beta2):
@@ -162,7 +164,12 @@ def test_registered_schedule_is_used_and_survives_weights_only_load() -> None:
     assert torch.equal(resumed[0], straight[0])
 
     compiled = [torch.ones(5, requires_grad=True)]  # the same function on tensors (compiled / capturable)
-    _train(adamx.AdamX(compiled, betas=(0.9, 0.05), beta2_schedule="test-slow-linear", capturable=True), compiled, 0, 30)
+    _train(
+        adamx.AdamX(compiled, betas=(0.9, 0.05), beta2_schedule="test-slow-linear", capturable=True),
+        compiled,
+        0,
+        30,
+    )
     torch.testing.assert_close(compiled[0], straight[0], rtol=1e-6, atol=0)
 
 
