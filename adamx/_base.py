@@ -98,8 +98,8 @@ def check_floating_params(params: Iterable[torch.Tensor], optimizer_name: str) -
     for p in params:
         if not (p.is_floating_point() or p.is_complex()):
             raise ValueError(
-                f"{optimizer_name} updates floating-point parameters only; got a {p.dtype} parameter of shape "
-                f"{tuple(p.shape)}: leave it out of the optimizer (e.g. register it as a buffer) or make it float."
+                f"{optimizer_name} updates floating-point parameters only; got a {p.dtype} parameter of "
+                f"shape {tuple(p.shape)}: leave it out of the optimizer (a buffer) or make it float."
             )
 
 
@@ -119,7 +119,7 @@ class MomentOptimizer(Optimizer):
         check_floating_params(group.get("params", []), type(self).__name__)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """torch's add_param_group, then the same checks as the constructor (the group is not added if they fail)."""
+        """torch's add_param_group, then the constructor's checks (a group that fails them is not added)."""
         super().add_param_group(param_group)
         try:
             self._check_group(self.param_groups[-1])

@@ -5,8 +5,9 @@
     theta <- theta (1 - lr wd) - lr m / (sqrt(v) + eps)
 
 State per parameter: ``step`` (a float32 0-d tensor as in torch.optim: on the CPU, or on the parameter's
-device with ``capturable=True``; plain ints from older checkpoints are accepted), ``exp_avg`` (Adam's raw first moment; Algorithm 1's m_t is
-exp_avg / (1 - beta1^t)), ``exp_avg_sq`` (Algorithm 1's v_t itself, already unbiased), and
+device with ``capturable=True``; the plain ints of older checkpoints are accepted), ``exp_avg`` (Adam's raw
+first moment; Algorithm 1's m_t is exp_avg / (1 - beta1^t)), ``exp_avg_sq`` (Algorithm 1's v_t itself,
+already unbiased), and
 ``exp_avg_scale``/``exp_avg_sq_scale`` (the stored moments are scale * the exact ones; 1.0 except on the
 fused path, which tracks float32 rounding of its kernel's betas there), and ``decay_carry`` (the fused
 path's exact / applied cumulative weight decay, ~1 +- 3e-8). Every path reads every path's state.
