@@ -85,7 +85,7 @@ def single_tensor_device_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceSca
         if s.decay != 1.0:
             p.add_(p, alpha=s.decay - 1.0)
         m.lerp_(g, 1.0 - s.beta1)
-        v.lerp_(g * g, w)
+        v.add_((g * g).sub_(v).mul_(w))  # lerp(v, g^2, w), spelled so that inductor fuses it
         p.add_(m.div(v.sqrt().add_(eps)).mul_(nss))
     copy_back(write_back)
 
@@ -95,7 +95,12 @@ def foreach_device_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) 
     if s.decay != 1.0:
         torch._foreach_add_(work_p, work_p, alpha=s.decay - 1.0)
     torch._foreach_lerp_(exp_avgs, work_g, 1.0 - s.beta1)
-    torch._foreach_lerp_(exp_avg_sqs, torch._foreach_mul(work_g, work_g), s.w)
+    # v <- lerp(v, g^2, w) as v + w (g^2 - v): inductor has no lowering for _foreach_lerp_ with tensor weights
+    # (it would run that op unfused, between two kernels); for w < 0.5 this is lerp's own formula
+    delta = torch._foreach_mul(work_g, work_g)
+    torch._foreach_sub_(delta, exp_avg_sqs)
+    torch._foreach_mul_(delta, s.w)
+    torch._foreach_add_(exp_avg_sqs, delta)
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_add_(denom, s.eps)
     update = torch._foreach_div(exp_avgs, denom)
