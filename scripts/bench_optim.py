@@ -191,8 +191,12 @@ def main() -> None:
         print("|---" * (5 + (2 if bw else 0)) + "|")
         fused = results.get("torch AdamW fused", (0, float("nan")))[1]
         foreach = results.get("torch AdamW foreach", (0, float("nan")))[1]
+
+        def ratio(med: float, base: float) -> str:
+            return f"{med / base:.2f}x" if base == base else "—"  # NaN: that baseline was not run
+
         for name, (first, med) in results.items():
-            row = f"| {name} | {first * 1e3:.1f} | {med * 1e3:.2f} | {med / fused:.2f}x | {med / foreach:.2f}x |"
+            row = f"| {name} | {first * 1e3:.1f} | {med * 1e3:.2f} | {ratio(med, fused)} | {ratio(med, foreach)} |"
             if bw:
                 gbs = 7 * numel * torch.empty((), dtype=dtype).element_size() / med / 1e9
                 row += f" {gbs:.0f} | {gbs / bw:.0%} |"
