@@ -106,16 +106,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_optimizers(makers, shapes, device, dtype, steps: int, warmup: int) -> dict[str, tuple[float, float]]:
-    """name -> (first-call seconds, median seconds per later step). The optimizers step round-robin, so load
-    from other processes on a shared machine hits all of them alike."""
+def time_optimizers(
+    makers, shapes, device, dtype, steps: int, warmup: int
+) -> dict[str, tuple[float, float, float]]:
+    """name -> (first-call seconds, second-call seconds, median seconds per later step). A compiled step
+    compiles twice: on the first call (state creation) and on the second (the steady step). The optimizers
+    step round-robin, so load from other processes on a shared machine hits all of them alike."""
     runs = {}
     for name, make in makers.items():
         params = [torch.randn(s, device=device, dtype=dtype, requires_grad=True) for s in shapes]
         for p in params:
             p.grad = torch.randn_like(p) * 1e-3
         runs[name] = make(params)
-    first, times = {}, {name: [] for name in makers}
+    first, second, times = {}, {}, {name: [] for name in makers}
     for i in range(1 + warmup + steps):
         for name, opt in runs.items():
             _sync(device)
@@ -125,9 +128,11 @@ def time_optimizers(makers, shapes, device, dtype, steps: int, warmup: int) -> d
             elapsed = time.perf_counter() - t0
             if i == 0:
                 first[name] = elapsed
+            elif i == 1:
+                second[name] = elapsed
             elif i > warmup:
                 times[name].append(elapsed)
-    return {name: (first[name], statistics.median(times[name])) for name in makers}
+    return {name: (first[name], second[name], statistics.median(times[name])) for name in makers}
 
 
 def copy_bandwidth(numel: int, device: torch.device, dtype: torch.dtype) -> float:
@@ -151,7 +156,7 @@ def main() -> None:
         "--scale", type=float, default=1.0, help="shrink both workloads (0.1: ten times smaller)"
     )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (median reported)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps after the first call (>= 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--workloads", default="a,b", help="comma list of a, b")
@@ -165,6 +170,7 @@ def main() -> None:
         "shared box 1 avoids thread-pool stalls that swamp the timings",
     )
     args = parser.parse_args()
+    args.warmup = max(args.warmup, 1)  # the second call is reported on its own
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -186,17 +192,20 @@ def main() -> None:
             {n: makers[n] for n in names}, shapes, device, dtype, args.steps, args.warmup
         )
         bw = copy_bandwidth(numel, device, dtype) if device.type == "cuda" else None
-        header = "| optimizer | first call (ms) | median step (ms) | vs torch fused | vs torch foreach |"
+        header = "| optimizer | 1st call (ms) | 2nd call (ms) | median step (ms) | vs torch fused | vs torch foreach |"
         print(header + (" GB/s | of copy BW |" if bw else ""))
-        print("|---" * (5 + (2 if bw else 0)) + "|")
-        fused = results.get("torch AdamW fused", (0, float("nan")))[1]
-        foreach = results.get("torch AdamW foreach", (0, float("nan")))[1]
+        print("|---" * (6 + (2 if bw else 0)) + "|")
+        fused = results.get("torch AdamW fused", (0, 0, float("nan")))[2]
+        foreach = results.get("torch AdamW foreach", (0, 0, float("nan")))[2]
 
         def ratio(med: float, base: float) -> str:
             return f"{med / base:.2f}x" if base == base else "—"  # NaN: that baseline was not run
 
-        for name, (first, med) in results.items():
-            row = f"| {name} | {first * 1e3:.1f} | {med * 1e3:.2f} | {ratio(med, fused)} | {ratio(med, foreach)} |"
+        for name, (first, second, med) in results.items():
+            row = (
+                f"| {name} | {first * 1e3:.1f} | {second * 1e3:.1f} | {med * 1e3:.2f} | {ratio(med, fused)} "
+                f"| {ratio(med, foreach)} |"
+            )
             if bw:
                 gbs = 7 * numel * torch.empty((), dtype=dtype).element_size() / med / 1e9
                 row += f" {gbs:.0f} | {gbs / bw:.0%} |"
