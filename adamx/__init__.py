@@ -7,6 +7,7 @@ from .convert import convert_state_dict
 from .lion import Lion
 from .param_groups import decay_param_groups
 from .registry import OPTIMIZERS, create_optimizer
+from .schedules import register_beta2_schedule
 from .sophia import SophiaG, gnb_hessian_update, sampled_cross_entropy
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "create_optimizer",
     "decay_param_groups",
     "gnb_hessian_update",
+    "register_beta2_schedule",
     "sampled_cross_entropy",
     "schedules",
 ]

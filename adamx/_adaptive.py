@@ -12,6 +12,12 @@ into ``step_size``. The fused path maps the step onto torch's own fused AdamW ke
 cannot hold 1 - 1e-7: ``accumulating_beta2`` keeps v's decay exact on the host instead, and a decay carry
 keeps the weight decay exact; what remains is float32 rounding of the accumulated v, which late in an AdamX
 run drifts by ~5e-9 relative per step (foreach/single: ~1e-5 in total, no drift).
+
+Compiled and capturable steps (``*_device_step``) take the step-dependent scalars as 0-d tensors, one per
+parameter, computed on the device from the ``step`` tensors: no host value enters the graph, so Dynamo
+guards on nothing that changes per step and a CUDA graph can replay the step. They do the same float32
+arithmetic as the host-scalar paths (the scalars are rounded to the moment dtype, as the host floats are).
+The fused kernel cannot take them (its betas are host floats), so a fused group runs this foreach math there.
 """
 
 from __future__ import annotations
@@ -61,6 +67,48 @@ def single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars) -> 
     copy_back(write_back)
 
 
+@dataclass(frozen=True)
+class DeviceScalars:
+    """Per-step scalars for the compiled/capturable paths: 0-d tensors of the moments' dtype on the
+    parameters' device, one per parameter (parameters may be at different steps)."""
+
+    decay: float  # 1 - lr * weight_decay (host float: lr and weight_decay are fixed within a compiled step)
+    beta1: float
+    w: list[torch.Tensor]
+    neg_step_size: list[torch.Tensor]
+    eps: list[torch.Tensor]
+
+
+def single_tensor_device_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
+    work_p, work_g, write_back = working_copies(params, grads)
+    for p, g, m, v, w, nss, eps in zip(work_p, work_g, exp_avgs, exp_avg_sqs, s.w, s.neg_step_size, s.eps):
+        if s.decay != 1.0:
+            p.add_(p, alpha=s.decay - 1.0)
+        m.lerp_(g, 1.0 - s.beta1)
+        v.add_((g * g).sub_(v).mul_(w))  # lerp(v, g^2, w), spelled so that inductor fuses it
+        p.add_(m.div(v.sqrt().add_(eps)).mul_(nss))
+    copy_back(write_back)
+
+
+def foreach_device_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
+    work_p, work_g, write_back = working_copies(params, grads)
+    if s.decay != 1.0:
+        torch._foreach_add_(work_p, work_p, alpha=s.decay - 1.0)
+    torch._foreach_lerp_(exp_avgs, work_g, 1.0 - s.beta1)
+    # v <- lerp(v, g^2, w) as v + w (g^2 - v): inductor has no lowering for _foreach_lerp_ with tensor weights
+    # (it would run that op unfused, between two kernels); for w < 0.5 this is lerp's own formula
+    delta = torch._foreach_mul(work_g, work_g)
+    torch._foreach_sub_(delta, exp_avg_sqs)
+    torch._foreach_mul_(delta, s.w)
+    torch._foreach_add_(exp_avg_sqs, delta)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denom, s.eps)
+    update = torch._foreach_div(exp_avgs, denom)
+    torch._foreach_mul_(update, s.neg_step_size)
+    torch._foreach_add_(work_p, update)
+    copy_back(write_back)
+
+
 # ---- foreach ------------------------------------------------------------------------------------------
 
 
@@ -97,31 +145,32 @@ def foreach_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars) -> None:
 
 # ---- fused: torch's fused AdamW kernel with adjusted scalars -------------------------------------------
 
-_KERNEL_ROUNDS_BETA: dict[str, bool] = {}
+_KERNEL_ROUNDS_BETA: dict[tuple[str, torch.dtype], bool] = {}
 
 
-def kernel_rounds_beta(device: torch.device) -> bool:
-    """Whether the fused kernel on this device type multiplies moments by float32(beta) (True) or by the
-    double beta (False). Measured once per device type on a tiny input; CPU kernels round (float32 opmath)."""
-    key = device.type
+def kernel_rounds_beta(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the fused kernel on this device type multiplies moments of this dtype by float32(beta) (True)
+    or by the beta in the moments' own precision (False). Measured once per (device type, dtype) on a tiny
+    input: CPU kernels round for float32 (float32 opmath) but keep beta exact for float64."""
+    key = (device.type, dtype)
     if key not in _KERNEL_ROUNDS_BETA:
         beta = 1.0 - 1.3e-7
-        v0 = torch.linspace(1.0, 3.0, 257, dtype=torch.float32, device=device)
+        v0 = torch.linspace(1.0, 3.0, 257, dtype=dtype, device=device)
         p, g, m, v = torch.zeros_like(v0), torch.zeros_like(v0), torch.zeros_like(v0), v0.clone()
         step = torch.tensor(_HUGE_STEP, dtype=torch.float32, device=device)
         torch._fused_adamw_(
             [p], [g], [m], [v], [], [step], lr=0.0, beta1=0.9, beta2=beta, weight_decay=0.0, eps=1.0,
             amsgrad=False, maximize=False, grad_scale=None, found_inf=None,
         )  # fmt: skip
-        rounded = v0 * torch.tensor(_round_f32(beta), dtype=torch.float32, device=device)
-        exact = (v0.double() * beta).float()
-        if torch.equal(v, rounded):
-            _KERNEL_ROUNDS_BETA[key] = True
-        elif torch.equal(v, exact):
+        rounded = (v0.double() * _round_f32(beta)).to(dtype)
+        exact = (v0.double() * beta).to(dtype)
+        if torch.equal(v, exact):
             _KERNEL_ROUNDS_BETA[key] = False
+        elif torch.equal(v, rounded):
+            _KERNEL_ROUNDS_BETA[key] = True
         else:
             raise RuntimeError(
-                f"torch's fused AdamW kernel on {device.type} rounds beta in an unexpected way; "
+                f"torch's fused AdamW kernel on {device.type} ({dtype}) rounds beta in an unexpected way; "
                 "use fused=False (the foreach path) with this torch build."
             )
     return _KERNEL_ROUNDS_BETA[key]
@@ -216,12 +265,12 @@ def _huge_step(device: torch.device) -> torch.Tensor:
 def fused_step(
     params, grads, exp_avgs, exp_avg_sqs, s: StepScalars, m_scale: float, v_scale: float, carry: float
 ) -> tuple[float, float, float]:
-    """One step on torch's fused AdamW kernel for tensors on one device that share one (m_scale, v_scale,
-    decay carry) (stored moments = scale * exact moments). Returns the new (m_scale, v_scale, carry)."""
+    """One step on torch's fused AdamW kernel for tensors on one device, with one moment dtype, that share
+    one (m_scale, v_scale, decay carry) (stored moments = scale * exact moments). Returns the new
+    (m_scale, v_scale, carry)."""
     device = params[0].device
-    kw, a, b, carry, rescale = fused_kernel_scalars(
-        s, s.beta1, m_scale, v_scale, carry, kernel_rounds_beta(device)
-    )
+    rounds = kernel_rounds_beta(device, exp_avgs[0].dtype)
+    kw, a, b, carry, rescale = fused_kernel_scalars(s, s.beta1, m_scale, v_scale, carry, rounds)
     work_p, work_g, write_back = working_copies(params, grads)
     huge = _huge_step(device)
     for ps, gs, ms, vs in group_by_device_and_dtype([work_p, work_g, exp_avgs, exp_avg_sqs]):

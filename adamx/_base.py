@@ -93,14 +93,39 @@ def copy_back(write_back: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         p.copy_(wp)
 
 
+def check_floating_params(params: Iterable[torch.Tensor], optimizer_name: str) -> None:
+    """Raise ValueError naming the dtype unless every parameter is a floating-point (or complex) tensor."""
+    for p in params:
+        if not (p.is_floating_point() or p.is_complex()):
+            raise ValueError(
+                f"{optimizer_name} updates floating-point parameters only; got a {p.dtype} parameter of "
+                f"shape {tuple(p.shape)}: leave it out of the optimizer (a buffer) or make it float."
+            )
+
+
 class MomentOptimizer(Optimizer):
-    """torch.optim.Optimizer plus the float32-moments policy across ``load_state_dict``.
+    """torch.optim.Optimizer plus the float32-moments policy across ``load_state_dict`` and one validation
+    of every param group, wherever it comes from (constructor or ``add_param_group``).
 
     torch casts floating state to the parameter's dtype when loading; for 16-bit parameters that would round
     the float32 moments, so they are restored from the saved tensors after the base class has loaded them.
     """
 
     _moment_keys: tuple[str, ...] = ()
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate (and normalise in place) one param group with the defaults filled in. Subclasses extend
+        this with their hyperparameter checks; it raises ValueError with one sentence naming the bad value."""
+        check_floating_params(group.get("params", []), type(self).__name__)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's add_param_group, then the constructor's checks (a group that fails them is not added)."""
+        super().add_param_group(param_group)
+        try:
+            self._check_group(self.param_groups[-1])
+        except Exception:
+            self.param_groups.pop()
+            raise
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved_groups = state_dict["param_groups"]

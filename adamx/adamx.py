@@ -4,8 +4,10 @@
     m <- beta1_hat_t m + (1 - beta1_hat_t) g,        v <- beta2_hat_t v + (1 - beta2_hat_t) g^2
     theta <- theta (1 - lr wd) - lr m / (sqrt(v) + eps)
 
-State per parameter: ``step`` (int), ``exp_avg`` (Adam's raw first moment; Algorithm 1's m_t is
-exp_avg / (1 - beta1^t)), ``exp_avg_sq`` (Algorithm 1's v_t itself, already unbiased), and
+State per parameter: ``step`` (a float32 0-d tensor as in torch.optim: on the CPU, or on the parameter's
+device with ``capturable=True``; the plain ints of older checkpoints are accepted), ``exp_avg`` (Adam's raw
+first moment; Algorithm 1's m_t is exp_avg / (1 - beta1^t)), ``exp_avg_sq`` (Algorithm 1's v_t itself,
+already unbiased), and
 ``exp_avg_scale``/``exp_avg_sq_scale`` (the stored moments are scale * the exact ones; 1.0 except on the
 fused path, which tracks float32 rounding of its kernel's betas there), and ``decay_carry`` (the fused
 path's exact / applied cumulative weight decay, ~1 +- 3e-8). Every path reads every path's state.
@@ -20,32 +22,81 @@ from typing import Any
 import torch
 
 from . import schedules
-from ._adaptive import StepScalars, foreach_step, fused_step, single_tensor_step
-from ._base import MomentOptimizer, as_betas, check_beta, check_nonnegative, dense_grad, zeros_moment
+from ._adaptive import (
+    DeviceScalars,
+    StepScalars,
+    foreach_device_step,
+    foreach_step,
+    fused_step,
+    single_tensor_device_step,
+    single_tensor_step,
+)
+from ._base import (
+    MomentOptimizer,
+    as_betas,
+    check_beta,
+    check_nonnegative,
+    dense_grad,
+    group_by_device_and_dtype,
+    zeros_moment,
+)
 from .state import canonical_state_dict, fill_missing_group_keys, internal_state_dict
 
-Beta2Schedule = str | Callable[[int], float]
 
-
-def _bias_correction1(t: int, beta1: float) -> float:
-    """1 - beta1^t, computed without cancellation."""
+def _bias_correction1(t: Any, beta1: float) -> Any:
+    """1 - beta1^t, computed without cancellation (t a number or a float64 tensor)."""
+    if isinstance(t, torch.Tensor):
+        return torch.ones_like(t) if beta1 == 0.0 else -torch.expm1(t * math.log1p(beta1 - 1.0))
     return 1.0 if beta1 == 0.0 else -math.expm1(t * math.log1p(beta1 - 1.0))
+
+
+def _scalar_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of on-device scalar math: float64 where the device has it."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def compiling() -> bool:
+    """True while Dynamo traces (torch.compile); the step then keeps every per-step value on the device."""
+    return torch.compiler.is_compiling()
 
 
 class AdaptiveMomentOptimizer(MomentOptimizer):
     """Shared machinery of AdamX and AdaX: state, path selection, bucketing by step. Subclasses give the
-    per-step scalars of the rule in ``adamx._adaptive``."""
+    per-step scalars of the rule in ``adamx._adaptive``: as host floats (``_scalars``, eager steps) and as
+    float64 tensors of the steps (``_device_scalars``, compiled and capturable steps)."""
 
     _moment_keys = ("exp_avg", "exp_avg_sq")
     _label = "AdamX"
-    _optional_group_keys: dict[str, Any] = {"foreach": None, "fused": None}  # issue 17: filled when missing
+    _optional_group_keys: dict[str, Any] = {
+        "foreach": None,
+        "fused": None,
+        "capturable": False,
+    }  # issue 17: filled when missing
 
     def _scalars(self, group: dict[str, Any], t: int) -> StepScalars:
         raise NotImplementedError
 
+    def _device_scalars(
+        self, group: dict[str, Any], t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(w, step_size, eps) per element of the float64 step vector ``t``."""
+        raise NotImplementedError
+
+    def _fill_group(self, group: dict[str, Any]) -> None:
+        """Defaults for keys that state_dicts of older versions lack."""
+        group.setdefault("foreach", None)
+        group.setdefault("fused", None)
+        group.setdefault("capturable", False)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        fill_missing_group_keys(self, self._optional_group_keys)
+        fill_missing_group_keys(self, self._optional_group_keys)  # issue 17: the constructor's values
+        for group in self.param_groups:
+            self._fill_group(group)
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st and "step" in st:
+                    st["step"] = _step_tensor(st["step"], p, group["capturable"])
 
     # issue 17: one state_dict layout whatever the path (adamx/state.py, docs/optimizer_state.md)
     def state_dict(self) -> dict[str, Any]:
@@ -53,6 +104,10 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
         return canonical_state_dict(super().state_dict())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for saved in state_dict["param_groups"]:  # a bad value names itself before anything is loaded
+            group = {**self.defaults, **saved, "params": []}
+            self._fill_group(group)
+            self._check_group(group)
         super().load_state_dict(internal_state_dict(state_dict))
 
     @staticmethod
@@ -66,6 +121,28 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
             return "foreach" if all(p.is_cuda for p in params) else "single"
         return "single"
 
+    def _state(self, p: torch.Tensor, group: dict[str, Any], exact_scales: bool) -> dict[str, Any]:
+        """The parameter's state, created on first use; ``step`` as a tensor where the group needs it;
+        moments divided by their scales (made exact) unless the fused kernel keeps using them."""
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = _step_tensor(0, p, group["capturable"])
+            state["exp_avg"] = zeros_moment(p)
+            state["exp_avg_sq"] = zeros_moment(p)
+            state["exp_avg_scale"] = 1.0
+            state["exp_avg_sq_scale"] = 1.0
+            state["decay_carry"] = 1.0
+        step = state["step"]
+        on_device = group["capturable"]
+        if not isinstance(step, torch.Tensor) or step.device != (p.device if on_device else _CPU):
+            state["step"] = _step_tensor(step, p, on_device)
+        a, b = state.get("exp_avg_scale", 1.0), state.get("exp_avg_sq_scale", 1.0)
+        if exact_scales and (a != 1.0 or b != 1.0):
+            state["exp_avg"].div_(a)
+            state["exp_avg_sq"].div_(b)
+            state["exp_avg_scale"] = state["exp_avg_sq_scale"] = 1.0
+        return state
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimizer step; ``closure`` re-evaluates the loss (run with grad enabled) and its value is returned."""
@@ -74,51 +151,91 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            path = self._path(group, params)
-            buckets: dict[tuple, tuple[list, list, list, list, list]] = {}
-            for p in params:
-                grad = dense_grad(p, self._label)
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = 0
-                    state["exp_avg"] = zeros_moment(p)
-                    state["exp_avg_sq"] = zeros_moment(p)
-                    state["exp_avg_scale"] = 1.0
-                    state["exp_avg_sq_scale"] = 1.0
-                    state["decay_carry"] = 1.0
-                state["step"] = int(state["step"]) + 1
-                a, b = state.get("exp_avg_scale", 1.0), state.get("exp_avg_sq_scale", 1.0)
-                if path != "fused" and (a != 1.0 or b != 1.0):
-                    state["exp_avg"].div_(a)
-                    state["exp_avg_sq"].div_(b)
-                    state["exp_avg_scale"] = state["exp_avg_sq_scale"] = a = b = 1.0
-                carry = state.get("decay_carry", 1.0)
-                key = (state["step"], a, b, carry, p.device) if path == "fused" else (state["step"],)
-                bucket = buckets.setdefault(key, ([], [], [], [], []))
-                bucket[0].append(p)
-                bucket[1].append(grad)
-                bucket[2].append(state["exp_avg"])
-                bucket[3].append(state["exp_avg_sq"])
-                bucket[4].append(state)
-            for key, (ps, gs, ms, vs, states) in buckets.items():
-                scalars = self._scalars(group, key[0])
-                if path == "fused":
-                    a, b, carry = fused_step(ps, gs, ms, vs, scalars, key[1], key[2], key[3])
-                    for state in states:
-                        state["exp_avg_scale"], state["exp_avg_sq_scale"], state["decay_carry"] = a, b, carry
-                elif path == "foreach":
-                    foreach_step(ps, gs, ms, vs, scalars)
-                else:
-                    single_tensor_step(ps, gs, ms, vs, scalars)
+            if group["capturable"] or compiling():
+                self._device_step(group, params)
+            else:
+                self._host_step(group, params)
         return loss
 
+    def _host_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """Eager step: host float64 scalars per distinct step count (and moment scales on the fused path)."""
+        path = self._path(group, params)
+        states = [self._state(p, group, exact_scales=path != "fused") for p in params]
+        torch._foreach_add_([st["step"] for st in states], 1.0)
+        buckets: dict[tuple, tuple[list, list, list, list, list]] = {}
+        for p, state in zip(params, states):
+            grad = dense_grad(p, self._label)
+            t = int(state["step"].item())  # a CPU tensor: no device sync
+            if path == "fused":
+                a, b = state.get("exp_avg_scale", 1.0), state.get("exp_avg_sq_scale", 1.0)
+                carry = state.get("decay_carry", 1.0)
+                key = (t, a, b, carry, p.device, state["exp_avg"].dtype)
+            else:
+                key = (t,)
+            bucket = buckets.setdefault(key, ([], [], [], [], []))
+            bucket[0].append(p)
+            bucket[1].append(grad)
+            bucket[2].append(state["exp_avg"])
+            bucket[3].append(state["exp_avg_sq"])
+            bucket[4].append(state)
+        for key, (ps, gs, ms, vs, states) in buckets.items():
+            scalars = self._scalars(group, key[0])
+            if path == "fused":
+                a, b, carry = fused_step(ps, gs, ms, vs, scalars, key[1], key[2], key[3])
+                for state in states:
+                    state["exp_avg_scale"], state["exp_avg_sq_scale"], state["decay_carry"] = a, b, carry
+            elif path == "foreach":
+                foreach_step(ps, gs, ms, vs, scalars)
+            else:
+                single_tensor_step(ps, gs, ms, vs, scalars)
 
-def _check_common(lr: Any, eps: Any, weight_decay: Any, foreach: Any, fused: Any) -> None:
-    check_nonnegative("lr", lr)
-    check_nonnegative("eps", eps)
-    check_nonnegative("weight_decay", weight_decay)
-    if fused and foreach:
+    def _device_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """Compiled or capturable step: per-parameter scalars computed on the device from the step tensors,
+        no host sync and nothing that changes per step in Python. A fused group runs the foreach math."""
+        path = self._path(group, params)
+        states = [self._state(p, group, exact_scales=True) for p in params]
+        steps = [st["step"] for st in states]
+        torch._foreach_add_(steps, 1.0)
+        grads = [dense_grad(p, self._label) for p in params]
+        ms = [st["exp_avg"] for st in states]
+        vs = [st["exp_avg_sq"] for st in states]
+        lr, wd = float(group["lr"]), float(group["weight_decay"])
+        # buckets by the moments' (device, dtype): 16-bit parameters step in float32 with float32 moments
+        for bm, ps, gs, bv, bsteps in group_by_device_and_dtype([ms, params, grads, vs, steps]):
+            device, dtype = bm[0].device, bm[0].dtype
+            t = torch.stack(bsteps).to(device=device, dtype=_scalar_dtype(device))
+            w, step_size, eps = self._device_scalars(group, t)
+            scalars = DeviceScalars(
+                decay=1.0 - lr * wd,
+                beta1=group["betas"][0],
+                w=list(w.to(dtype).unbind(0)),
+                neg_step_size=list((-step_size).to(dtype).unbind(0)),
+                eps=list(eps.to(dtype).unbind(0)),
+            )
+            run = single_tensor_device_step if path == "single" else foreach_device_step
+            run(ps, gs, bm, bv, scalars)
+
+
+_CPU = torch.device("cpu")
+
+
+def _step_tensor(step: Any, p: torch.Tensor, capturable: bool) -> torch.Tensor:
+    """``step`` (an int from older checkpoints, or a tensor) as torch.optim keeps it: a float32 0-d tensor,
+    on the parameter's device for capturable groups and on the CPU otherwise."""
+    device = p.device if capturable else _CPU
+    if isinstance(step, torch.Tensor):
+        return step.to(device=device, dtype=torch.float32).reshape(())
+    return torch.tensor(float(step), dtype=torch.float32, device=device)
+
+
+def _check_common(group: dict[str, Any]) -> None:
+    check_nonnegative("lr", group["lr"])
+    check_nonnegative("eps", group["eps"])
+    check_nonnegative("weight_decay", group["weight_decay"])
+    if group["fused"] and group["foreach"]:
         raise ValueError("fused=True and foreach=True cannot both be set; choose one path.")
+    if not isinstance(group["capturable"], bool):
+        raise ValueError(f"Invalid capturable: {group['capturable']!r}; pass True or False.")
 
 
 class AdamX(AdaptiveMomentOptimizer):
@@ -132,14 +249,24 @@ class AdamX(AdaptiveMomentOptimizer):
         weight_decay: lambda of theta <- theta (1 - eta lambda); use ``decay_param_groups`` to restrict it
             to conv/linear weights as the paper does.
         beta2_schedule: "adamx" (Eq. 11), "adam" (Eq. 13: then this is exactly AdamW), "adafactor", "adax",
-            or a callable t -> beta2_hat_t (t is 1-based; 1 - beta2_hat_t is then formed in float64).
+            or a name registered with ``adamx.register_beta2_schedule`` (param groups hold names only, so
+            state_dicts load with ``weights_only=True``).
         foreach, fused: the path, as in torch.optim.AdamW. Default: foreach on CUDA, single-tensor elsewhere;
             both are exact to float32 rounding. ``fused=True`` (3-4x faster on CPU) runs torch's fused
             AdamW kernel with adjusted scalars (see ``adamx._adaptive``); late in long runs its float32 v
             drifts by ~5e-9 relative per step (2.7e-5 after 5,000 steps at t = 60k) where foreach stays ~1e-5.
+        capturable: keep ``step`` on the parameter's device and compute every per-step scalar there (no host
+            sync), as torch's ``capturable``: the step can be captured in a CUDA graph. Works on any device.
+            Under ``torch.compile`` the step does this whatever the flag; a fused group then runs the foreach
+            math (torch's fused kernel takes its betas as host floats).
     """
 
-    _optional_group_keys = {"foreach": None, "fused": None, "beta2_schedule": "adamx"}  # issue 17
+    _optional_group_keys = {
+        "foreach": None,
+        "fused": None,
+        "capturable": False,
+        "beta2_schedule": "adamx",
+    }  # issue 17
 
     def __init__(
         self,
@@ -149,47 +276,66 @@ class AdamX(AdaptiveMomentOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.01,
         *,
-        beta2_schedule: Beta2Schedule = "adamx",
+        beta2_schedule: str = "adamx",
         foreach: bool | None = None,
         fused: bool | None = None,
+        capturable: bool = False,
     ) -> None:
-        betas = as_betas(betas)
-        _check_common(lr, eps, weight_decay, foreach, fused)
-        _check_schedule(beta2_schedule, betas)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, beta2_schedule=beta2_schedule,
-            foreach=foreach, fused=fused,
+            foreach=foreach, fused=fused, capturable=capturable,
         )  # fmt: skip
+        self._check_group(defaults)  # also makes betas a tuple
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            group["betas"] = as_betas(group["betas"])
-            _check_common(group["lr"], group["eps"], group["weight_decay"], group["foreach"], group["fused"])
-            _check_schedule(group["beta2_schedule"], group["betas"])
+
+    def _fill_group(self, group: dict[str, Any]) -> None:
+        super()._fill_group(group)
+        group.setdefault("beta2_schedule", self.defaults.get("beta2_schedule", "adamx"))
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        group["betas"] = as_betas(group["betas"])
+        _check_common(group)
+        _check_schedule(group["beta2_schedule"], group["betas"])
 
     def _scalars(self, group: dict[str, Any], t: int) -> StepScalars:
         lr = float(group["lr"])
         beta1, beta2 = group["betas"]
-        schedule = group["beta2_schedule"]
-        if callable(schedule):
-            w = 1.0 - float(schedule(t))
-        else:
-            w = schedules.ONE_MINUS_BETA2_SCHEDULES[schedule](t, beta2)
         return StepScalars(
             decay=1.0 - lr * float(group["weight_decay"]),
             beta1=beta1,
-            w=w,
+            w=_one_minus_beta2_hat(group["beta2_schedule"])(t, beta2),
             step_size=lr / _bias_correction1(t, beta1),
             eps=float(group["eps"]),
         )
+
+    def _device_scalars(
+        self, group: dict[str, Any], t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        beta1, beta2 = group["betas"]
+        w = _one_minus_beta2_hat(group["beta2_schedule"])(t, beta2)
+        step_size = float(group["lr"]) / _bias_correction1(t, beta1)
+        return w, step_size, torch.full_like(t, float(group["eps"]))
+
+
+def _one_minus_beta2_hat(schedule: Any) -> Callable[[Any, float], Any]:
+    if not isinstance(schedule, str) or schedule not in schedules.ONE_MINUS_BETA2_SCHEDULES:
+        _check_schedule(schedule, (0.9, 0.99))  # raises the sentence that names the value
+    return schedules.ONE_MINUS_BETA2_SCHEDULES[schedule]
 
 
 def _check_schedule(schedule: Any, betas: tuple[float, float]) -> None:
     check_beta(0, betas[0])
     if callable(schedule):
-        return
+        name = getattr(schedule, "__name__", "fn")
+        raise ValueError(
+            f"beta2_schedule={schedule!r} is a callable, which cannot be saved in a state_dict loadable with "
+            f"weights_only=True; register it by name instead: adamx.register_beta2_schedule('{name}', "
+            f"lambda t, beta2: ...) and pass beta2_schedule='{name}'."
+        )
     if not isinstance(schedule, str) or schedule not in schedules.BETA2_SCHEDULES:
         raise ValueError(
             f"Unknown beta2_schedule {schedule!r}; choose one of {sorted(schedules.BETA2_SCHEDULES)} "
-            "or pass a callable t -> beta2_hat_t."
+            "or register your own with adamx.register_beta2_schedule(name, fn)."
         )
     schedules.validate_schedule_parameter(schedule, betas[1])

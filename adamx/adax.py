@@ -24,15 +24,21 @@ from typing import Any
 import torch
 
 from ._adaptive import StepScalars
-from ._base import as_betas, check_beta, check_nonnegative
+from ._base import as_betas, check_beta
 from .adamx import AdaptiveMomentOptimizer, _check_common
 
 
 class AdaX(AdaptiveMomentOptimizer):
-    """AdaX-W: betas = (beta1, beta2) with beta2 > 0 the long-term-memory rate (1e-4 in the paper).
+    """AdaX-W: betas = (beta1, beta2) with 0 < beta2 < 1 the long-term-memory rate (1e-4 in the paper).
 
     State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v / ((1 + beta2)^t - 1)), and the moment scales of the
-    fused path (see ``adamx.AdamX``). Paths: single tensor, foreach, fused, as in AdamX.
+    fused path (see ``adamx.AdamX``). Paths: single tensor, foreach, fused and ``capturable``, as in AdamX.
+
+    Defaults: lr 1e-3 and weight_decay 0.01 are the paper's shared Adam/AdaX/AdamX training configuration
+    (configs/optimizer/adax.yaml). AdaX-W's authors default to lr 5e-3, weight_decay 5e-2 (``AdaXW`` in
+    AdaX.py of github.com/switchablenorms/AdaX, commit e18f35f, and its CIFAR-10 ResNet-20 config); pass
+    those to reproduce their setting. Like theirs, betas[1] >= 1 is rejected (and betas[1] = 0, which
+    would divide by (1 + 0)^t - 1 = 0).
     """
 
     _label = "AdaX"
@@ -47,16 +53,20 @@ class AdaX(AdaptiveMomentOptimizer):
         *,
         foreach: bool | None = None,
         fused: bool | None = None,
+        capturable: bool = False,
     ) -> None:
-        betas = as_betas(betas)
-        _check_common(lr, eps, weight_decay, foreach, fused)
-        _check_adax_betas(betas)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach, fused=fused)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach, fused=fused,
+            capturable=capturable,
+        )  # fmt: skip
+        self._check_group(defaults)  # also makes betas a tuple
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            group["betas"] = as_betas(group["betas"])
-            _check_common(group["lr"], group["eps"], group["weight_decay"], group["foreach"], group["fused"])
-            _check_adax_betas(group["betas"])
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        group["betas"] = as_betas(group["betas"])
+        _check_common(group)
+        _check_adax_betas(group["betas"])
 
     def _scalars(self, group: dict[str, Any], t: int) -> StepScalars:
         lr = float(group["lr"])
@@ -70,9 +80,17 @@ class AdaX(AdaptiveMomentOptimizer):
             eps=float(group["eps"]) / math.sqrt(bias),
         )
 
+    def _device_scalars(
+        self, group: dict[str, Any], t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        beta2 = group["betas"][1]
+        bias = torch.expm1(t * math.log1p(beta2))  # (1 + beta2)^t - 1
+        return beta2 / bias, torch.full_like(t, float(group["lr"])), float(group["eps"]) / bias.sqrt()
+
 
 def _check_adax_betas(betas: tuple[float, float]) -> None:
     check_beta(0, betas[0])
-    check_nonnegative("betas[1]", betas[1])
-    if betas[1] == 0:
-        raise ValueError("Invalid betas[1]: 0.0; AdaX needs betas[1] > 0 (the paper uses 1e-4).")
+    if not 0.0 < betas[1] < 1.0:
+        raise ValueError(
+            f"Invalid betas[1]: {betas[1]!r}; AdaX needs 0 < betas[1] < 1 (the paper uses 1e-4)."
+        )

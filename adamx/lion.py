@@ -47,9 +47,12 @@ class Lion(MomentOptimizer):
         betas = as_betas(betas)
         _check(lr, betas, weight_decay)
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, foreach=foreach))
-        for group in self.param_groups:
-            group["betas"] = as_betas(group["betas"])
-            _check(group["lr"], group["betas"], group["weight_decay"])
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """The constructor's checks, for every group (``add_param_group`` included)."""
+        super()._check_group(group)
+        group["betas"] = as_betas(group["betas"])
+        _check(group["lr"], group["betas"], group["weight_decay"])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -31,13 +31,16 @@ def _adam_family(schedule: str, betas: tuple[float, float]) -> Callable[..., tor
     return build
 
 
+# Every name's defaults are those of configs/optimizer/<name>.yaml (the paper's settings), so that
+# create_optimizer(name, params) is the optimizer a run of the harness uses (tests/test_optim_validation.py).
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamx": _adam_family("adamx", (0.9, 0.99)),
     "adam": _adam_family("adam", (0.9, 0.999)),  # the paper's "Adam" rows: AdamW
-    "adax": AdaX,
-    "sgd": partial(torch.optim.SGD, lr=0.1, momentum=0.9),
-    "radam": torch.optim.RAdam,
-    "lion": Lion,
+    "adax": AdaX,  # the paper's shared Adam/AdaX/AdamX settings; AdaX-W's authors use lr 5e-3, wd 5e-2
+    "sgd": partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    # decoupled decay like the paper's other Adam-family rows (torch's default is coupled L2)
+    "radam": partial(torch.optim.RAdam, weight_decay=0.01, decoupled_weight_decay=True),
+    "lion": partial(Lion, weight_decay=0.1),
     "sophiag": SophiaG,
     "adam+adafactor": _adam_family("adafactor", (0.9, 0.8)),
     "adam+adax": _adam_family("adax", (0.9, 1e-4)),

@@ -5,12 +5,20 @@ its complement 1 - beta2_hat_t computed directly, because AdamX's complement rea
 ``1 - beta2_hat_t`` would cost half its significant digits. Powers b**x with b near 1 are evaluated as
 exp(x * log1p(b - 1)) and 1 - b**x as -expm1(x * log1p(b - 1)), which keeps full float64 precision.
 The step t is 1-based, as in Algorithm 1 of the paper.
+
+The complements also take t as a tensor (the optimizers' compiled and capturable step): the same formulas then
+run as torch ops on t's device, in float64 (float32 where the device has no float64), with no host sync.
+Custom schedules are added by name with ``register_beta2_schedule`` so that optimizer state_dicts stay
+plain data (loadable with ``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
+
+import torch
 
 __all__ = [
     "BETA2_SCHEDULES",
@@ -26,14 +34,25 @@ __all__ = [
     "one_minus_beta2_hat_adam",
     "one_minus_beta2_hat_adamx",
     "one_minus_beta2_hat_adax",
+    "register_beta2_schedule",
     "validate_schedule_parameter",
 ]
 
+Step = float | torch.Tensor
 
-def _check_step(t: float) -> float:
+
+def _check_step(t: Step) -> Step:
+    """float(t) for a number (checked >= 1); a float64 copy for a tensor (not checked: that would sync)."""
+    if isinstance(t, torch.Tensor):
+        return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
     if not t >= 1:
         raise ValueError(f"Invalid step t: {t}; the schedules are defined for 1-based steps t >= 1.")
     return float(t)
+
+
+def _xp(t: Step) -> Any:
+    """The module whose exp/expm1/log act on t: torch for tensors, math for numbers."""
+    return torch if isinstance(t, torch.Tensor) else math
 
 
 def _log(b: float) -> float:
@@ -57,12 +76,12 @@ def beta2_hat_adam(t: float, beta2: float) -> float:
     return beta2 * math.expm1((t - 1.0) * lb) / math.expm1(t * lb)
 
 
-def one_minus_beta2_hat_adam(t: float, beta2: float) -> float:
+def one_minus_beta2_hat_adam(t: Step, beta2: float) -> Step:
     """1 - Adam's rate = (1 - beta2)/(1 - beta2^t)."""
     t = _check_step(t)
     if beta2 == 0.0:
-        return 1.0
-    return (1.0 - beta2) / -math.expm1(t * _log(beta2))
+        return t * 0.0 + 1.0
+    return (1.0 - beta2) / -_xp(t).expm1(t * _log(beta2))
 
 
 def beta1_hat(t: float, beta1: float) -> float:
@@ -83,17 +102,20 @@ def beta2_hat_adafactor(t: float, c: float) -> float:
     return -math.expm1(-c * math.log(_check_step(t)))
 
 
-def one_minus_beta2_hat_adafactor(t: float, c: float) -> float:
+def one_minus_beta2_hat_adafactor(t: Step, c: float) -> Step:
     """1 - Adafactor's rate = t^(-c)."""
-    return math.exp(-c * math.log(_check_step(t)))
+    t = _check_step(t)
+    return _xp(t).exp(-c * _xp(t).log(t))
 
 
 # ---- AdaX: 1 - beta2/((1 + beta2)^t - 1) -------------------------------------------------------------
 
 
-def one_minus_beta2_hat_adax(t: float, beta2: float) -> float:
+def one_minus_beta2_hat_adax(t: Step, beta2: float) -> Step:
     """1 - AdaX's rate = beta2/((1 + beta2)^t - 1)."""
     x = _check_step(t) * math.log1p(beta2)
+    if isinstance(x, torch.Tensor):
+        return torch.where(x > 700.0, beta2 * torch.exp(-x), beta2 / torch.expm1(x))
     if x > 700.0:  # (1 + beta2)^t - 1 = (1 + beta2)^t to double precision; avoid overflow
         return beta2 * math.exp(-x)
     return beta2 / math.expm1(x)
@@ -123,12 +145,14 @@ def beta2_hat_adamx(t: float, beta2: float) -> float:
     return math.expm1((t - 1.0) * a) / math.expm1(t * a)
 
 
-def one_minus_beta2_hat_adamx(t: float, beta2: float) -> float:
+def one_minus_beta2_hat_adamx(t: Step, beta2: float) -> Step:
     """1 - AdamX's rate = beta2^((1-beta2)(t-1)) (1 - beta2^(1-beta2))/(1 - beta2^((1-beta2)t))."""
     t = _check_step(t)
     a = (1.0 - beta2) * _log(beta2)
-    return math.exp((t - 1.0) * a) * math.expm1(a) / math.expm1(t * a)
+    return _xp(t).exp((t - 1.0) * a) * math.expm1(a) / _xp(t).expm1(t * a)
 
+
+BUILTIN_SCHEDULES = ("adam", "adafactor", "adax", "adamx")
 
 BETA2_SCHEDULES: dict[str, Callable[[float, float], float]] = {
     "adam": beta2_hat_adam,
@@ -138,7 +162,7 @@ BETA2_SCHEDULES: dict[str, Callable[[float, float], float]] = {
 }
 """Name -> beta2_hat(t, parameter); the parameter is beta2 (c for adafactor)."""
 
-ONE_MINUS_BETA2_SCHEDULES: dict[str, Callable[[float, float], float]] = {
+ONE_MINUS_BETA2_SCHEDULES: dict[str, Callable[[Step, float], Step]] = {
     "adam": one_minus_beta2_hat_adam,
     "adafactor": one_minus_beta2_hat_adafactor,
     "adax": one_minus_beta2_hat_adax,
@@ -152,7 +176,8 @@ DEFAULT_BETA2: dict[str, float] = {"adam": 0.999, "adafactor": 0.8, "adax": 1e-4
 _PARAMETER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "adam": ("0 <= beta2 < 1", lambda b: 0.0 <= b < 1.0),
     "adafactor": ("c > 0", lambda c: c > 0.0),
-    "adax": ("beta2 > 0", lambda b: b > 0.0 and math.isfinite(b)),
+    # AdaX's authors reject betas[1] >= 1 (AdaXW.__init__ in github.com/switchablenorms/AdaX, AdaX.py)
+    "adax": ("0 < beta2 < 1", lambda b: 0.0 < b < 1.0),
     "adamx": ("0 < beta2 < 1", lambda b: 0.0 < b < 1.0),
 }
 
@@ -161,8 +186,46 @@ def validate_schedule_parameter(name: str, value: float) -> None:
     """Raise ValueError naming the value when ``value`` is outside the schedule's valid range."""
     if name not in _PARAMETER_RANGES:
         raise ValueError(
-            f"Unknown beta2 schedule {name!r}; choose one of {sorted(BETA2_SCHEDULES)} or pass a callable t -> beta2_hat_t."
+            f"Unknown beta2 schedule {name!r}; choose one of {sorted(BETA2_SCHEDULES)} or register your own "
+            "with adamx.register_beta2_schedule(name, fn)."
         )
     rule, ok = _PARAMETER_RANGES[name]
     if not isinstance(value, (int, float)) or not ok(float(value)):
         raise ValueError(f"Invalid betas[1] = {value!r} for the {name!r} beta2 schedule; it needs {rule}.")
+
+
+def register_beta2_schedule(
+    name: str,
+    fn: Callable[[Step, float], Step],
+    *,
+    one_minus: Callable[[Step, float], Step] | None = None,
+) -> None:
+    """Make ``beta2_schedule=name`` select ``fn(t, beta2) -> beta2_hat_t`` (beta2 = the group's betas[1]).
+
+    Param groups then hold only the name, so state_dicts save and load with ``weights_only=True``; register
+    the same name before ``load_state_dict`` in the loading process. ``one_minus(t, beta2)`` gives
+    1 - beta2_hat_t directly (default: 1 - fn(t, beta2) in float64, which loses digits when it is ~1e-7).
+    Both receive t as a float in eager steps and as a float64 tensor under torch.compile or with
+    capturable=True: write them with operators or torch functions (``b ** t``, not ``math.pow``).
+    Registering a name again replaces it; the built-in names cannot be replaced.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(
+            f"Invalid schedule name {name!r}; register a custom schedule under a non-empty string."
+        )
+    if name in BUILTIN_SCHEDULES:
+        raise ValueError(
+            f"beta2 schedule {name!r} is built in and cannot be replaced; register another name."
+        )
+    if not callable(fn) or (one_minus is not None and not callable(one_minus)):
+        raise ValueError(f"register_beta2_schedule({name!r}, ...) needs callables (t, beta2) -> value.")
+    BETA2_SCHEDULES[name] = fn
+    ONE_MINUS_BETA2_SCHEDULES[name] = one_minus or (lambda t, b: 1.0 - _as_float64(fn(t, b)))
+    _PARAMETER_RANGES[name] = ("a finite number", lambda b: math.isfinite(b))
+
+
+def _as_float64(x: Step) -> Step:
+    """A schedule's value as float64 (a float, or a float64 tensor where the device has float64)."""
+    if not isinstance(x, torch.Tensor):
+        return float(x)
+    return x if x.device.type == "mps" else x.to(torch.float64)

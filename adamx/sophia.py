@@ -61,9 +61,12 @@ class SophiaG(MomentOptimizer):
         defaults = dict(lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, bs=bs, foreach=foreach)
         _check(defaults)
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            group["betas"] = as_betas(group["betas"])
-            _check(group)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """The constructor's checks, for every group (``add_param_group`` included)."""
+        super()._check_group(group)
+        group["betas"] = as_betas(group["betas"])
+        _check(group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

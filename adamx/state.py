@@ -55,6 +55,8 @@ def canonical_state(state: dict[str, Any]) -> dict[str, Any]:
     out = {key: value for key, value in state.items() if key not in _INTERNAL}
     if all(value == 1.0 for value in scales.values()) or "exp_avg" not in state:
         return out
+    if isinstance(out.get("step"), torch.Tensor):  # a snapshot, like the exported moments (step is
+        out["step"] = out["step"].clone()  # incremented in place: a live reference would run ahead of them)
     for key, scale_key in _MOMENTS:
         out[key] = exact_moment(state[key], scales[scale_key])
         out[f"fused_{key}"] = state[key]

@@ -9,6 +9,10 @@ authors' code does it (Python-float beta_hat, mul_/add_ moments). On CUDA the ta
     python scripts/bench_optim.py                 # full size on CPU
     python scripts/bench_optim.py --scale 0.1 --steps 5
     python scripts/bench_optim.py --device cuda --dtype bfloat16
+    python scripts/bench_optim.py --compile --only "torch AdamW fused,AdamX fused,AdamX compiled" --steps 5
+
+``--compile`` adds ``torch.compile(opt.step)`` rows (inductor) for AdamX and torch's AdamW; their first
+call includes the compile time.
 """
 
 from __future__ import annotations
@@ -83,21 +87,38 @@ OPTIMIZERS: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
 }
 
 
+class Compiled:
+    """An optimizer whose ``step`` is ``torch.compile(opt.step)`` (inductor); the first call compiles."""
+
+    def __init__(self, opt: torch.optim.Optimizer) -> None:
+        self.opt = opt
+        self.step = torch.compile(opt.step)
+
+
+COMPILED: dict[str, Callable[[list[torch.Tensor]], Compiled]] = {
+    "torch AdamW compiled": lambda p: Compiled(torch.optim.AdamW(p, foreach=True)),
+    "AdamX compiled": lambda p: Compiled(adamx.AdamX(p, foreach=True)),
+}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def time_optimizers(makers, shapes, device, dtype, steps: int, warmup: int) -> dict[str, tuple[float, float]]:
-    """name -> (first-call seconds, median seconds per later step). The optimizers step round-robin, so load
-    from other processes on a shared machine hits all of them alike."""
+def time_optimizers(
+    makers, shapes, device, dtype, steps: int, warmup: int
+) -> dict[str, tuple[float, float, float]]:
+    """name -> (first-call seconds, second-call seconds, median seconds per later step). A compiled step
+    compiles twice: on the first call (state creation) and on the second (the steady step). The optimizers
+    step round-robin, so load from other processes on a shared machine hits all of them alike."""
     runs = {}
     for name, make in makers.items():
         params = [torch.randn(s, device=device, dtype=dtype, requires_grad=True) for s in shapes]
         for p in params:
             p.grad = torch.randn_like(p) * 1e-3
         runs[name] = make(params)
-    first, times = {}, {name: [] for name in makers}
+    first, second, times = {}, {}, {name: [] for name in makers}
     for i in range(1 + warmup + steps):
         for name, opt in runs.items():
             _sync(device)
@@ -107,9 +128,11 @@ def time_optimizers(makers, shapes, device, dtype, steps: int, warmup: int) -> d
             elapsed = time.perf_counter() - t0
             if i == 0:
                 first[name] = elapsed
+            elif i == 1:
+                second[name] = elapsed
             elif i > warmup:
                 times[name].append(elapsed)
-    return {name: (first[name], statistics.median(times[name])) for name in makers}
+    return {name: (first[name], second[name], statistics.median(times[name])) for name in makers}
 
 
 def copy_bandwidth(numel: int, device: torch.device, dtype: torch.dtype) -> float:
@@ -133,11 +156,12 @@ def main() -> None:
         "--scale", type=float, default=1.0, help="shrink both workloads (0.1: ten times smaller)"
     )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (median reported)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps after the first call (>= 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--workloads", default="a,b", help="comma list of a, b")
     parser.add_argument("--only", default="", help="comma list of optimizer names to run (default: all)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile(opt.step) rows (inductor)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -146,6 +170,7 @@ def main() -> None:
         "shared box 1 avoids thread-pool stalls that swamp the timings",
     )
     args = parser.parse_args()
+    args.warmup = max(args.warmup, 1)  # the second call is reported on its own
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -157,22 +182,30 @@ def main() -> None:
     if device.type == "cuda":
         print(f"device {torch.cuda.get_device_name(device)}")
     print(f"dtype {args.dtype}, {args.steps} timed steps after {args.warmup} warm-up, median ms per step\n")
-    names = [n for n in OPTIMIZERS if not args.only or n in args.only.split(",")]
+    makers = {**OPTIMIZERS, **(COMPILED if args.compile else {})}
+    names = [n for n in makers if not args.only or n in args.only.split(",")]
     for wl in args.workloads.split(","):
         shapes = workload_a(args.scale) if wl == "a" else workload_b(args.scale)
         numel = sum(torch.Size(s).numel() for s in shapes)
         print(f"### ({wl}) {numel / 1e6:.1f}M parameters in {len(shapes)} tensors\n")
         results = time_optimizers(
-            {n: OPTIMIZERS[n] for n in names}, shapes, device, dtype, args.steps, args.warmup
+            {n: makers[n] for n in names}, shapes, device, dtype, args.steps, args.warmup
         )
         bw = copy_bandwidth(numel, device, dtype) if device.type == "cuda" else None
-        header = "| optimizer | first call (ms) | median step (ms) | vs torch fused | vs torch foreach |"
+        header = "| optimizer | 1st call (ms) | 2nd call (ms) | median step (ms) | vs torch fused | vs torch foreach |"
         print(header + (" GB/s | of copy BW |" if bw else ""))
-        print("|---" * (5 + (2 if bw else 0)) + "|")
-        fused = results.get("torch AdamW fused", (0, float("nan")))[1]
-        foreach = results.get("torch AdamW foreach", (0, float("nan")))[1]
-        for name, (first, med) in results.items():
-            row = f"| {name} | {first * 1e3:.1f} | {med * 1e3:.2f} | {med / fused:.2f}x | {med / foreach:.2f}x |"
+        print("|---" * (6 + (2 if bw else 0)) + "|")
+        fused = results.get("torch AdamW fused", (0, 0, float("nan")))[2]
+        foreach = results.get("torch AdamW foreach", (0, 0, float("nan")))[2]
+
+        def ratio(med: float, base: float) -> str:
+            return f"{med / base:.2f}x" if base == base else "—"  # NaN: that baseline was not run
+
+        for name, (first, second, med) in results.items():
+            row = (
+                f"| {name} | {first * 1e3:.1f} | {second * 1e3:.1f} | {med * 1e3:.2f} | {ratio(med, fused)} "
+                f"| {ratio(med, foreach)} |"
+            )
             if bw:
                 gbs = 7 * numel * torch.empty((), dtype=dtype).element_size() / med / 1e9
                 row += f" {gbs:.0f} | {gbs / bw:.0%} |"

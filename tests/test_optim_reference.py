@@ -21,7 +21,12 @@ from adamx import schedules as S
 SHAPES = [(7, 5), (13,), (3, 4, 5), (1,)]
 GROUPS = [dict(idx=[0, 2], lr=1e-3, weight_decay=0.01), dict(idx=[1, 3], lr=2e-3, weight_decay=0.0)]
 STEPS = 1000
-PATHS = ["single", "foreach", "fused"]
+PATHS = ["single", "foreach", "fused", "capturable", "capturable-foreach"]
+
+
+def _path_kw(path: str) -> dict:
+    """Constructor flags of a path; "capturable*" computes every per-step scalar on the device from tensors."""
+    return dict(foreach="foreach" in path, fused=path == "fused", capturable=path.startswith("capturable"))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,11 +126,7 @@ SCHEDULES = [("adamx", 0.99), ("adam", 0.999), ("adafactor", 0.8), ("adax", 1e-4
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("schedule,b2", SCHEDULES)
 def test_adam_family_matches_float64_reference(schedule: str, b2: float, path: str) -> None:
-    params, opt = _run(
-        lambda g: adamx.AdamX(
-            g, betas=(0.9, b2), beta2_schedule=schedule, foreach=path == "foreach", fused=path == "fused"
-        )
-    )
+    params, opt = _run(lambda g: adamx.AdamX(g, betas=(0.9, b2), beta2_schedule=schedule, **_path_kw(path)))
     ref_p, ref_m, ref_v = _reference_adaptive_cached(schedule, 0.9, b2, 1e-8)
     _assert_params_close(params, ref_p, path=path)
     for p, m, v in zip(params, ref_m, ref_v):
@@ -154,9 +155,7 @@ def test_adamx_late_steps_where_one_minus_beta2_hat_is_1e7(path: str) -> None:
         }
         for m, v in zip(m0, v0)
     ]
-    params, opt = _run(
-        lambda gr: adamx.AdamX(gr, foreach=path == "foreach", fused=path == "fused"), t0=t0, state0=state0
-    )
+    params, opt = _run(lambda gr: adamx.AdamX(gr, **_path_kw(path)), t0=t0, state0=state0)
     ref_p, _, ref_v = _reference_adaptive("adamx", 0.9, 0.99, 1e-8, t0=t0, m0=m0, v0=v0)
     _assert_params_close(params, ref_p, path=path)
     for p, v in zip(params, ref_v):
@@ -170,7 +169,7 @@ def test_adamx_late_steps_where_one_minus_beta2_hat_is_1e7(path: str) -> None:
 
 @pytest.mark.parametrize("path", PATHS)
 def test_adax_matches_authors_equations(path: str) -> None:
-    params, _ = _run(lambda g: adamx.AdaX(g, foreach=path == "foreach", fused=path == "fused"))
+    params, _ = _run(lambda g: adamx.AdaX(g, **_path_kw(path)))
     ref_p, _, _ = _reference_adaptive_cached("adax-w", 0.9, 1e-4, 1e-12)
     _assert_params_close(params, ref_p, ulps=16, path=path)
 
@@ -178,7 +177,7 @@ def test_adax_matches_authors_equations(path: str) -> None:
 @pytest.mark.parametrize("path", PATHS)
 def test_adam_schedule_is_torch_adamw(path: str) -> None:
     params, _ = _run(
-        lambda g: adamx.create_optimizer("adam", g, foreach=path == "foreach", fused=path == "fused"),
+        lambda g: adamx.create_optimizer("adam", g, **_path_kw(path)),
         steps=300,
     )
     ref, _ = _run(lambda g: torch.optim.AdamW(g, betas=(0.9, 0.999), eps=1e-8, foreach=False), steps=300)

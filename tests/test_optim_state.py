@@ -184,7 +184,10 @@ def test_fused_state_round_trip_is_bit_exact(dtype) -> None:
     opt = adamx.AdamX(_groups(params), fused=True)
     _train(opt, params, 0, 30)
     before = _live(opt)
-    assert before[0]["exp_avg_sq_scale"] != 1.0 and before[0]["decay_carry"] != 1.0
+    if dtype is torch.float64:  # the CPU kernel keeps double betas for float64: nothing to track (issue 13)
+        assert before[0]["exp_avg_sq_scale"] == 1.0 and before[0]["decay_carry"] == 1.0
+    else:  # the round trip below is exercised on really scaled state
+        assert before[0]["exp_avg_sq_scale"] != 1.0 and before[0]["decay_carry"] != 1.0
     saved = _roundtrip(opt.state_dict())
     _assert_same_live(_live(opt), before)  # a pure read
 
