@@ -7,6 +7,7 @@ from outside (``python tests/test_fault_injection.py STEP MARKER overrides...``)
 """
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -325,6 +326,4 @@ if __name__ == "__main__":
     )
     sys.argv = [str(ROOT / "run.py"), *sys.argv[3:]]
     with torch_threads(1):
-        import run
-
-        run.main()
+        runpy.run_path(str(ROOT / "run.py"), run_name="__main__")  # Hydra finds configs/ beside run.py
