@@ -123,6 +123,12 @@ def test_two_gloo_processes_match_each_other_and_one_process(tmp_path):
     last_a = torch.load(straight_dir / "last.pt", weights_only=True)
     last_b = torch.load(stopped_dir / "last.pt", weights_only=True)
     assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+    # BatchNorm: each rank's last training forward moved its running statistics by its own slice; the
+    # trainer gives every rank rank 0's before evaluating, so all evaluate (and last.pt holds) the same.
+    bn0, bn1 = (torch.load(tmp_path / f"bn_rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert bn0.keys() == bn1.keys() and all(torch.equal(bn0[k], bn1[k]) for k in bn0)
+    assert bn0["1.running_mean"].abs().sum() > 0
+
     # With dropout, DDP and one process agree only in distribution: not the same losses, similar ones.
     one = pd.read_csv(train(tmp_path, "single_dropout", DROPOUT) / "eval.csv")
     two = pd.read_csv(straight_dir / "eval.csv")
@@ -151,6 +157,39 @@ def test_ranks_split_each_global_batch_of_the_single_process_order():
         GlobalBatchSampler(100, 32, seed=0, world_size=3)
 
 
+def train_batchnorm(out: Path) -> None:
+    """A BatchNorm model trained on 2 ranks; each rank saves the buffers it evaluated with."""
+    from experiments.distributed import DistInfo
+    from experiments.loaders import eval_loader, train_loader
+    from experiments.tasks import build_task
+    from experiments.trainer import Hooks, Trainer, TrainerConfig
+
+    rank = int(os.environ["RANK"])
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 4), torch.randint(0, 3, (64,)))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    )
+    task = build_task("classification", num_classes=3)
+
+    def save_buffers(trainer, epoch):
+        buffers = {k: v.clone() for k, v in trainer.model.named_buffers()}
+        torch.save(buffers, out / f"bn_rank{rank}.pt")
+
+    Trainer(
+        task=task,
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        train_data=train_loader(data, task.collate, 16, seed=0, rank=rank, world_size=2),
+        eval_data=eval_loader(data, task.collate, 16, rank=rank, world_size=2),
+        lr_factor=lambda step: 1.0,
+        run_dir=out / "bn",
+        config=TrainerConfig(device="cpu", progress=False),
+        dist=DistInfo(rank=rank, world_size=2),
+        hooks=Hooks(on_epoch_end=save_buffers),
+    ).fit()
+
+
 def test_ddp_drops_the_trailing_partial_global_batch_that_one_process_keeps():
     """The one documented difference in data order: with dataset.drop_last=false a single process trains
     the last, partial global batch (45 steps on the demo's 1,437 images); N processes drop it (44) so that
@@ -173,4 +212,5 @@ if __name__ == "__main__":
     train(out, "ddp_dropout", DROPOUT)
     train(out, "ddp_stopped", DROPOUT, signal_rank1_at=13)
     train(out, "ddp_stopped", DROPOUT)  # the rerun resumes
+    train_batchnorm(out)
     teardown()
