@@ -255,6 +255,13 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved_steps = int(state.get("steps_per_epoch", self.steps_per_epoch))
+        if saved_steps != self.steps_per_epoch:  # a batch_in_epoch would point at other samples
+            raise ValueError(
+                f"{self.run_dir / 'last.pt'} was written with {saved_steps} steps per epoch and this run has "
+                f"{self.steps_per_epoch} (another batch size, data set size or number of processes); resume "
+                "it as it was started, or pass force=true to start over."
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])  # places state like torch does (step on CPU)
         if self.scaler is not None and state["scaler"]:

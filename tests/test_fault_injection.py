@@ -53,7 +53,9 @@ def assert_same_run(a: Path, b: Path) -> None:
     """Two run directories hold the same training: CSVs, last.pt weights and optimizer state, best.pt."""
     train_a, train_b = pd.read_csv(a / "train.csv"), pd.read_csv(b / "train.csv")
     assert train_a.step.tolist() == list(range(1, STEPS + 1))
-    pd.testing.assert_frame_equal(train_a.drop(columns="time"), train_b.drop(columns="time"), check_exact=True)
+    pd.testing.assert_frame_equal(
+        train_a.drop(columns="time"), train_b.drop(columns="time"), check_exact=True
+    )
     eval_a, eval_b = pd.read_csv(a / "eval.csv"), pd.read_csv(b / "eval.csv")
     pd.testing.assert_frame_equal(eval_a.drop(columns="time"), eval_b.drop(columns="time"), check_exact=True)
     last_a, last_b = load(a / "last.pt"), load(b / "last.pt")
@@ -64,7 +66,11 @@ def assert_same_run(a: Path, b: Path) -> None:
         for key in sa:
             assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), key
     best_a, best_b = load(a / "best.pt"), load(b / "best.pt")
-    assert (best_a["epoch"], best_a["step"], best_a["metrics"]) == (best_b["epoch"], best_b["step"], best_b["metrics"])
+    assert (best_a["epoch"], best_a["step"], best_a["metrics"]) == (
+        best_b["epoch"],
+        best_b["step"],
+        best_b["metrics"],
+    )
     for key in best_a["model"]:
         assert torch.equal(best_a["model"][key], best_b["model"][key]), key
     summary_a, summary_b = read_json(a / "summary.json"), read_json(b / "summary.json")

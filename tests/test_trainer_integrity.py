@@ -131,7 +131,9 @@ def test_on_cuda_resumed_optimizer_steps_stay_on_the_cpu(tmp_path):
             state = trainer.optimizer.state[next(trainer.model.parameters())]
             placed.update({k: v.device.type for k, v in state.items() if torch.is_tensor(v)})
 
-    run(tmp_path, "optimizer=radam", "trainer.device=cuda", "trainer.epochs=2", hooks=Hooks(on_step_end=after))
+    run(
+        tmp_path, "optimizer=radam", "trainer.device=cuda", "trainer.epochs=2", hooks=Hooks(on_step_end=after)
+    )
     assert placed["step"] == "cpu" and placed["exp_avg"] == "cuda"
 
 
@@ -201,25 +203,36 @@ def test_checkpoint_every_min_must_be_positive_or_null():
         TrainerConfig(checkpoint_every_min=0)
 
 
-def test_identity_is_saved_in_last_pt(tmp_path):
-    """The launcher passes the run's identity; every checkpoint carries it for the resume check."""
-    from experiments.loaders import train_loader as make_loader
-
+def _linear_trainer(tmp_path, batch_size, **kwargs):
     data = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 3, (16,)))
     model = torch.nn.Linear(4, 3)
     task = build_task("classification", num_classes=3)
-    trainer = Trainer(
+    return Trainer(
         task=task,
         model=model,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        train_data=make_loader(data, task.collate, 8, seed=0),
+        train_data=train_loader(data, task.collate, batch_size, seed=0),
         eval_data=[(torch.randn(4, 4), torch.randint(0, 3, (4,)))],
         lr_factor=lambda step: 1.0,
         run_dir=tmp_path,
-        config=TrainerConfig(device="cpu", progress=False),
-        identity={"optimizer.lr": 0.1, "world_size": 1},
+        config=TrainerConfig(device="cpu", progress=False, epochs=2),
+        **kwargs,
     )
+
+
+def test_identity_is_saved_in_last_pt(tmp_path):
+    """The launcher passes the run's identity; every checkpoint carries it for the resume check."""
+    trainer = _linear_trainer(tmp_path, 8, identity={"optimizer.lr": 0.1, "world_size": 1})
     trainer.fit()
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["identity"] == {"optimizer.lr": 0.1, "world_size": 1}
-    assert last["batch_in_epoch"] == 0 and last["step"] == 2
+    assert last["batch_in_epoch"] == 0 and last["step"] == 4 and last["steps_per_epoch"] == 2
+
+
+def test_a_checkpoint_with_another_epoch_length_is_refused(tmp_path):
+    trainer = _linear_trainer(tmp_path, 8, hooks=sigterm_at(3))
+    with pytest.raises(RunInterrupted):
+        trainer.fit()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["batch_in_epoch"] == 1
+    with pytest.raises(ValueError, match="written with 2 steps per epoch and this run has 4.*force=true"):
+        _linear_trainer(tmp_path, 4).fit()
