@@ -429,7 +429,7 @@ class Trainer:
             (loss * scale).backward()
             grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
             torch._foreach_mul_(grads, 1.0 / scale)
-            if torch.stack([torch.isfinite(g).all() for g in grads]).all():
+            if not grads or torch.stack([torch.isfinite(g).all() for g in grads]).all():
                 self.optimizer.update_hessian()
             else:
                 self.hessian_skipped += 1
