@@ -648,6 +648,11 @@ class Trainer:
         except KeyboardInterrupt:
             self._pending.clear()
             self._rollback()
+            if self.main:  # rows past last.pt go now, so that the directory agrees with itself at once
+                for log in (self.train_log, self.eval_log):
+                    log.close()
+                    _drop_torn_line(log.path)
+                    log.truncate(lambda row: _row_step(row) <= self.step)
             self.write_summary(
                 "interrupted",
                 f"interrupted in epoch {self.epoch + 1}; last.pt holds step {self.step}; re-run the same "

@@ -131,6 +131,7 @@ SIGNAL_STOPS = {
     "SIGINT mid-epoch 2": (at_step(19, send(signal.SIGINT)), signal.SIGINT, 19),
     "SIGTERM at an epoch's last step": (at_step(12, send(signal.SIGTERM)), signal.SIGTERM, 12),
     "SIGTERM during evaluation": (at_point(1, "evaluating", send(signal.SIGTERM)), signal.SIGTERM, 12),
+    "SIGINT between last.pt and best.pt": (at_point(1, "last_saved", send(signal.SIGINT)), signal.SIGINT, 12),
 }
 
 
@@ -149,6 +150,22 @@ def test_a_signal_stops_at_a_step_consistently_and_the_rerun_is_bit_exact(name, 
     assert summary["status"] == "interrupted" and signal.Signals(signum).name in summary["reason"]
     assert "re-run the same command" in summary["reason"]
     assert last["step"] == step and last["batch_in_epoch"] == step - 12 * last["epoch"]
+    assert run_experiment(cfg, overrides)["status"] == "finished"
+    assert_same_run(path, reference)
+
+
+def test_a_second_sigint_stops_at_once_and_reports_the_last_commit(tmp_path, reference):
+    cfg, overrides = make_cfg(tmp_path)
+
+    def twice(trainer):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt here, before the step-boundary checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, overrides, hooks=at_step(17, twice))
+    path = run_dir(cfg)
+    assert assert_consistent(path)["step"] == 12
+    assert read_json(path / "summary.json")["status"] == "interrupted"
     assert run_experiment(cfg, overrides)["status"] == "finished"
     assert_same_run(path, reference)
 
