@@ -41,9 +41,11 @@ def execute(cfg: DictConfig, overrides: list[str]) -> int:
     from data import DatasetNotFoundError
     from experiments.errors import UsageError, one_line
     from experiments.launch import run_experiment
+    from experiments.requeue import SubmititRequeue
     from experiments.rundir import show_tracebacks
-    from experiments.trainer import TrainingFailed
+    from experiments.trainer import RunInterrupted, TrainingFailed
 
+    requeue = SubmititRequeue.capture()  # submitit's handler, before the trainer installs its own
     try:
         summary = run_experiment(cfg, overrides)
     except (UsageError, DatasetNotFoundError) as error:  # bad setting, data path or run directory
@@ -59,12 +61,13 @@ def execute(cfg: DictConfig, overrides: list[str]) -> int:
             raise
         print(f"failed: out of memory ({one_line(error)[:200]}); lower dataset.batch_size.", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as stop:  # Ctrl-C; a signal the trainer turns into a stop may carry its own code
-        print(
-            "interrupted: last.pt holds the last finished epoch; re-run the same command to resume.",
-            file=sys.stderr,
-        )
-        return int(getattr(stop, "exit_code", 130))
+    except RunInterrupted as stop:  # SIGTERM/SIGUSR1/SIGINT: last.pt holds the step the run stopped at
+        print(f"interrupted: {stop}", file=sys.stderr)
+        requeue.after(stop.signum)  # under submitit, on its signal: requeue the job (does not return)
+        return stop.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping: last.pt keeps the previous checkpoint
+        print("interrupted: re-run the same command to resume from last.pt.", file=sys.stderr)
+        return 130
     if not summary:  # a DDP rank other than 0: rank 0 reports
         return 0
     if summary.get("skipped"):

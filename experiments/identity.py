@@ -19,6 +19,7 @@ IGNORED = {
     "trainer.log_every": "only how often losses reach the host; train.csv keeps every step either way",
     "trainer.checkpoint_every_min": "only how often last.pt is written; resume is exact at any step",
     "trainer.tensorboard": "a second copy of the logs",
+    "trainer.jobs_per_gpu": "how many runs share a GPU in a parallel sweep (which GPU, not what is computed)",
     "dataset.root": "where the same files are read from",
     "dataset.download": "whether missing files are fetched first",
     "dataset.pin_memory": "only host memory placement before the copy to the GPU",

@@ -39,7 +39,7 @@ from experiments.rundir import read_json, remove_stale_temporaries, run_dir, wri
 from experiments.runlock import RunLock
 from experiments.schedule import build_lr_factor
 from experiments.seeding import seed_everything
-from experiments.trainer import Hooks, Trainer, TrainerConfig, TrainingFailed
+from experiments.trainer import Hooks, RunInterrupted, Trainer, TrainerConfig, TrainingFailed
 
 RUN_FILES = ("config.yaml", "train.csv", "eval.csv", "summary.json", "last.pt", "best.pt")
 _SECTION_KEY = re.compile(r"\b(optimizer|dataset|model|task|schedule|trainer)\.\w+")
@@ -347,6 +347,7 @@ def build_trainer(
             hooks=hooks,
             info=info,
             identity=identity,
+            seed=seed,
         )
 
 
@@ -361,7 +362,7 @@ def run_experiment(
     cfg = apply_per_optimizer(cfg, overrides)
     seed = seed_value(cfg)
     tcfg = trainer_config(cfg.trainer)
-    dist = distributed.setup(tcfg.device)
+    dist = distributed.setup(tcfg.device, tcfg.jobs_per_gpu)
     try:
         path = run_dir(cfg)
         identity = run_identity(cfg, dist.world_size, dist.device.type)
@@ -377,7 +378,7 @@ def run_experiment(
                 return {**skipped, "skipped": True} if dist.is_main else {}
             try:
                 return trainer.fit()
-            except (KeyboardInterrupt, TrainingFailed):
+            except (KeyboardInterrupt, RunInterrupted, TrainingFailed):
                 raise  # the trainer recorded these
             except Exception as error:
                 if dist.is_main:
@@ -386,4 +387,4 @@ def run_experiment(
         finally:
             lock.release()  # a no-op on ranks other than 0, which never lock
     finally:
-        distributed.teardown()
+        distributed.teardown(dist)

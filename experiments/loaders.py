@@ -1,6 +1,7 @@
 """Data order and DataLoaders: one permutation per (seed, epoch), cut into global batches that the
 ranks share, so one process and N processes see the same global batches and a resumed run replays
-the same epochs."""
+the same epochs. ``epoch(e, start=k)`` begins epoch ``e`` at its batch ``k`` without loading the first
+``k`` batches: the index list is cut, so a mid-epoch resume costs nothing."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from experiments.seeding import epoch_seed, worker_init_fn
+from experiments.seeding import epoch_seed, rank_seed, worker_init_fn
 
 
 class GlobalBatchSampler(Sampler[int]):
     """This rank's indices: its slice of each global batch of one seeded permutation per epoch.
 
     With one rank it is a plain shuffled (or ordered) pass. Under DDP the trailing partial global
-    batch is dropped so that every rank takes the same number of steps.
+    batch is dropped so that every rank takes the same number of steps (docs/harness.md, "DDP").
+    ``start`` (set with the epoch) skips that many whole global batches at the front.
     """
 
     def __init__(
@@ -40,9 +42,10 @@ class GlobalBatchSampler(Sampler[int]):
         self.drop_last = drop_last or world_size > 1
         self.local_batch = global_batch // world_size
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def num_batches(self) -> int:
         full, rest = divmod(self.size, self.global_batch)
@@ -50,8 +53,9 @@ class GlobalBatchSampler(Sampler[int]):
 
     def __len__(self) -> int:
         if self.world_size == 1:
-            return self.size if not self.drop_last else self.num_batches() * self.global_batch
-        return self.num_batches() * self.local_batch
+            full = self.size if not self.drop_last else self.num_batches() * self.global_batch
+            return max(full - self.start * self.global_batch, 0)
+        return max(self.num_batches() - self.start, 0) * self.local_batch
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
@@ -60,10 +64,11 @@ class GlobalBatchSampler(Sampler[int]):
         else:
             order = torch.arange(self.size)
         if self.world_size == 1:
-            yield from order[: len(self)].tolist()
+            skip = self.start * self.global_batch
+            yield from order[skip : skip + len(self)].tolist()
             return
         batches = order[: self.num_batches() * self.global_batch].view(-1, self.world_size, self.local_batch)
-        yield from batches[:, self.rank].reshape(-1).tolist()
+        yield from batches[self.start :, self.rank].reshape(-1).tolist()
 
 
 class ShardSampler(Sampler[int]):
@@ -80,22 +85,38 @@ class ShardSampler(Sampler[int]):
 
 
 class EpochLoader:
-    """A loader whose ``epoch(e)`` replays the same batches for the same (seed, e)."""
+    """A loader whose ``epoch(e)`` replays the same batches for the same (seed, e).
+
+    ``epoch(e, start=k)`` leaves out the first ``k`` batches. The DataLoader's worker seeds come from
+    ``generator``, seeded per (seed, epoch, rank), never from the global RNG. With ``num_workers=0`` a
+    mid-epoch resume is exact (augmentation draws from the restored global RNG); with workers, batch
+    ``k + j`` goes to worker ``j % workers`` instead of ``(k + j) % workers``, so random per-sample
+    augmentation after a mid-epoch resume is equal in distribution only (docs/harness.md).
+    ``generator_state`` is accepted for symmetry with ``DeviceEpochLoader`` and not needed here: the
+    DataLoader draws its base seed afresh from the reseeded generator each epoch.
+    """
 
     def __init__(
-        self, loader: Any, sampler: GlobalBatchSampler | None, generator: torch.Generator, seed: int
+        self,
+        loader: Any,
+        sampler: GlobalBatchSampler | None,
+        generator: torch.Generator,
+        seed: int,
+        rank: int = 0,
     ):
         self.loader, self.sampler, self.generator, self.seed = loader, sampler, generator, seed
+        self.rank = rank
+        self.steps = len(loader) if loader is not None else 0  # batches in a whole epoch
 
-    def epoch(self, epoch: int) -> Any:
+    def epoch(self, epoch: int, start: int = 0, generator_state: torch.Tensor | None = None) -> Any:
         if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-        # Worker seeds (and a device loader's shuffling) come from this generator.
-        self.generator.manual_seed(epoch_seed(self.seed, epoch) + 1)
+            self.sampler.set_epoch(epoch, start)
+        # Worker seeds come from this generator: one stream per (seed, epoch, rank).
+        self.generator.manual_seed(rank_seed(epoch_seed(self.seed, epoch) + 1, self.rank))
         return self.loader
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return self.steps
 
 
 def train_loader(
@@ -124,7 +145,7 @@ def train_loader(
         generator=generator,
         persistent_workers=False,
     )
-    return EpochLoader(loader, sampler, generator, seed)
+    return EpochLoader(loader, sampler, generator, seed, rank)
 
 
 def eval_loader(
@@ -152,7 +173,10 @@ class DeviceEpochLoader(EpochLoader):
     """A data set's own device-resident loader (``DatasetBundle.device_loader``) behind the same interface.
 
     Under DDP each rank asks for its stride of every permutation (``num_replicas``/``rank``), with the
-    global batch split evenly across ranks.
+    global batch split evenly across ranks. The loader shuffles and augments with one generator: every
+    rank draws the same permutation, then (under DDP) the generator is reseeded per rank so that ranks
+    augment independently. ``epoch(e, start=k, generator_state=g)`` resumes at batch ``k`` with the
+    generator as it was after batch ``k`` (``g``), so a mid-epoch resume replays the same augmentations.
     """
 
     def __init__(
@@ -173,18 +197,49 @@ class DeviceEpochLoader(EpochLoader):
         self.make, self.batch_size, self.drop_last, self.device = (
             make,
             batch_size // world_size,
-            drop_last,
+            drop_last or world_size > 1,  # as GlobalBatchSampler: every rank takes the same number of steps
             device,
         )
         self.shard = {"num_replicas": world_size, "rank": rank} if world_size > 1 else {}
-        super().__init__(None, None, torch.Generator(device=device), seed)
-        self._len = len(self.epoch(0))
+        super().__init__(None, None, torch.Generator(device=device), seed, rank)
+        self.steps = len(self.epoch(0))
 
-    def epoch(self, epoch: int) -> Any:
+    def epoch(self, epoch: int, start: int = 0, generator_state: torch.Tensor | None = None) -> Any:
         self.generator.manual_seed(epoch_seed(self.seed, epoch) + 1)
-        return self.make(
+        loader = self.make(
             "train", self.batch_size, True, self.drop_last, self.device, self.generator, **self.shard
         )
+        after_permutation = None
+        if generator_state is not None:
+            state = generator_state.cpu()
+            after_permutation = lambda: self.generator.set_state(state)  # noqa: E731
+        elif self.shard:
+            per_rank = rank_seed(epoch_seed(self.seed, epoch) + 1, self.rank)
+            after_permutation = lambda: self.generator.manual_seed(per_rank)  # noqa: E731
+        return _positioned(loader, start, after_permutation)
 
-    def __len__(self) -> int:
-        return self._len
+
+def _positioned(loader: Any, start: int, after_permutation: Callable[[], None] | None) -> Any:
+    """``loader`` (a ``data.cifar_device.DeviceLoader``) cut to begin at batch ``start``, calling
+    ``after_permutation`` once the epoch's permutation is drawn (to set the augmentation stream)."""
+    if not start and after_permutation is None:
+        return loader
+    base = type(loader)
+    if not hasattr(base, "_indices"):
+        raise ValueError(
+            f"{base.__name__} has no _indices(); a device-resident loader must expose its permutation "
+            "for a mid-epoch resume (set dataset.device_resident=false)."
+        )
+
+    class Positioned(base):
+        def _indices(self) -> torch.Tensor:
+            order = base._indices(self)
+            if after_permutation is not None:
+                after_permutation()
+            return order[start * self.batch_size :]
+
+        def __len__(self) -> int:
+            return max(base.__len__(self) - start, 0)
+
+    loader.__class__ = Positioned
+    return loader

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+
+try:  # the harness always has omegaconf; a bare torch image (scripts/gpu_acceptance.py) needs only the trainer
+    from omegaconf import DictConfig, OmegaConf
+except ImportError:  # pragma: no cover - exercised on the GPU image only
+    DictConfig, OmegaConf = Any, None
 
 
 def path_safe(name: str) -> str:
@@ -28,7 +31,7 @@ def path_safe(name: str) -> str:
     return str(name).replace("+", "_").replace("/", "_").replace(" ", "_")
 
 
-if not OmegaConf.has_resolver("path_safe"):
+if OmegaConf is not None and not OmegaConf.has_resolver("path_safe"):
     OmegaConf.register_new_resolver("path_safe", path_safe)
 
 
@@ -47,31 +50,6 @@ def show_tracebacks(cfg: DictConfig | None = None) -> bool:
     """Whether errors the user can fix should still show their traceback (``debug=true`` or
     ``HYDRA_FULL_ERROR=1``)."""
     return os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(cfg is not None and cfg.get("debug", False))
-
-
-class RunsRootCheck(Callback):
-    """Hydra creates the run (or sweep) directory before run.py gets control; when it cannot, say so in
-    one sentence naming runs_root and exit 2, instead of Hydra's traceback and exit 1."""
-
-    def _check(self, config: DictConfig, key: str) -> None:
-        folder = Path(str(OmegaConf.select(config, key)))
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            if show_tracebacks(config):
-                raise
-            print(
-                f"error: runs_root={config.runs_root}: cannot create {folder} "
-                f"({' '.join(str(error).split())}); set runs_root (or $ADAMX_RUNS) to a writable folder.",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.run.dir")
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.sweep.dir")
 
 
 def remove_if_only(directory: Path, names: Sequence[str], stop: Path) -> None:

@@ -29,6 +29,20 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 12_345) % 2**63
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of DDP rank ``rank``'s own random streams (dropout, augmentation): rank 0 keeps ``seed``,
+    the others get distinct ones, so no two ranks draw the same masks for their shares of a batch."""
+    return seed if rank == 0 else (seed * 6_364_136_223 + rank * 1_442_695_041 + 1) % 2**63
+
+
+def seed_rank_streams(seed: int, rank: int) -> None:
+    """Reseed python, numpy and torch (all devices) for rank ``rank``'s own streams (see ``rank_seed``)."""
+    derived = rank_seed(seed, rank)
+    random.seed(derived)
+    np.random.seed(derived % 2**32)
+    torch.manual_seed(derived)
+
+
 def worker_init_fn(worker_id: int) -> None:
     """Seed python and numpy in a DataLoader worker from the seed torch gave it (itself from the loader's generator)."""
     seed = torch.initial_seed() % 2**32

@@ -1,14 +1,19 @@
 """One trainer for every task: steps, per-step LR, mixed precision, SophiaG's Hessian refresh, DDP,
-evaluation, CSV logs, atomic checkpoints and exact resume.
+evaluation, CSV logs, atomic checkpoints and exact resume (at an epoch end or mid-epoch).
 
 The task decides what a batch means (loss, metrics); the trainer decides when things happen.
+last.pt is the commit point: at an epoch end the eval row is written, then last.pt, then best.pt (from the
+same weights), then summary.json; a resume truncates the CSVs to last.pt and rebuilds a best.pt that a stop
+between the two renames left behind (docs/harness.md, "Signals, interruption and mid-epoch resume").
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import resource
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -17,22 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as torch_dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from experiments import distributed
 from experiments.distributed import DistInfo
 from experiments.loaders import EpochLoader
-from experiments.rundir import (
-    CsvLog,
-    git_commit,
-    load_checkpoint,
-    save_checkpoint,
-    versions,
-    write_json,
-)
-from experiments.seeding import rng_state, set_rng_state
+from experiments.rundir import CsvLog, git_commit, save_checkpoint, versions, write_json
+from experiments.seeding import rng_state, seed_rank_streams, set_rng_state
+from experiments.signals import StopRequests
 from experiments.tasks.base import EvalContext, Task
+from experiments.tensorboard_log import TensorBoardLog
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -52,6 +53,12 @@ class TrainerConfig:
     progress: Any = "auto"  # auto (a TTY on rank 0), true, false
     log_every: int = 20  # steps between host syncs of the loss (train.csv rows keep every step)
     sync_bn: bool = False
+    checkpoint_every_min: float | None = 30.0  # mid-epoch last.pt at most this often; null: epoch ends only
+    tf32: bool = False  # TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (the paper's protocol is fp32)
+    jobs_per_gpu: int = (
+        1  # device=auto in a parallel sweep: runs that may share one GPU (experiments/gpu_slots.py)
+    )
+    tensorboard: bool = False  # event files beside the CSVs (the CSVs stay the record)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -65,6 +72,25 @@ class TrainerConfig:
             )
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"trainer.grad_clip must be positive or null, got {self.grad_clip}.")
+        if self.jobs_per_gpu < 1:
+            raise ValueError(f"trainer.jobs_per_gpu must be >= 1, got {self.jobs_per_gpu}.")
+        if self.checkpoint_every_min is not None and not self.checkpoint_every_min > 0:
+            raise ValueError(
+                f"trainer.checkpoint_every_min must be positive or null, got {self.checkpoint_every_min}."
+            )
+
+
+class RunInterrupted(Exception):
+    """A stop signal arrived; the trainer finished the step in flight and committed last.pt at it.
+
+    ``exit_code`` is the shell's convention for death by that signal (SIGINT 130, SIGTERM 143,
+    SIGUSR1 138), so a scheduler sees what happened while the run directory stays resumable.
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
 
 
 class TrainingFailed(RuntimeError):
@@ -73,9 +99,17 @@ class TrainingFailed(RuntimeError):
 
 @dataclass
 class Hooks:
-    """Test and extension points; ``on_epoch_end(trainer, epoch)`` runs after last.pt is written."""
+    """Test and extension points.
+
+    ``on_epoch_end(trainer, epoch)`` runs after last.pt, best.pt and summary.json are written;
+    ``on_step_end(trainer)`` after every optimizer step (before the stop check, so a signal sent from it
+    stops at that step); ``on_point(trainer, name)`` at the epoch end's commit points: ``evaluating``,
+    ``eval_logged``, ``last_saved`` and ``best_saved`` (the fault-injection tests stop runs there).
+    """
 
     on_epoch_end: Callable[[Trainer, int], None] | None = None
+    on_step_end: Callable[[Trainer], None] | None = None
+    on_point: Callable[[Trainer, str], None] | None = None
 
 
 class Trainer:
@@ -97,7 +131,8 @@ class Trainer:
         batch_factor: bool = False,
         hooks: Hooks | None = None,
         info: dict[str, Any] | None = None,
-        identity: dict[str, Any] | None = None,  # integrity-launch: stored in last.pt
+        identity: dict | None = None,
+        seed: int | None = None,
     ) -> None:
         self.task, self.model, self.optimizer = task, model, optimizer
         self.train_data, self.eval_data, self.lr_factor = train_data, eval_data, lr_factor
@@ -108,7 +143,8 @@ class Trainer:
         self.batch_factor = batch_factor  # SophiaG: pass the global batch size as step(bs=...)
         self.hooks = hooks or Hooks()
         self.info = dict(info or {})
-        self.identity = dict(identity or {})  # integrity-launch
+        self.identity = identity  # what the launcher checks on resume; saved in every checkpoint
+        self.seed = int(seed if seed is not None else self.info.get("seed", 0))  # DDP ranks' own streams
 
         dtype = PRECISIONS[config.precision]
         self.amp_dtype = dtype
@@ -117,6 +153,11 @@ class Trainer:
             raise ValueError(
                 f"optimizer.hessian_update_interval={hessian_interval} is set but {type(optimizer).__name__} "
                 "has no update_hessian(); remove the key or use optimizer=sophiag."
+            )
+        if hessian_interval and not getattr(task, "has_sampled_loss", True):
+            raise ValueError(
+                f"optimizer.hessian_update_interval is set but task {task.name!r} defines no sampled_loss, "
+                "which SophiaG's Hessian estimate needs; use another optimizer for this task."
             )
 
         self.model.to(self.device)
@@ -139,13 +180,18 @@ class Trainer:
         self.steps_per_epoch = len(train_data)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.epoch = 0  # completed epochs
-        self.step = 0  # completed optimizer steps
+        self.step = 0  # completed optimizer steps (step - epoch * steps_per_epoch: batches done this epoch)
         self.best: dict[str, dict[str, float]] = {}
         self.final: dict[str, Any] = {}
         self.elapsed_before = 0.0  # wall time of earlier sessions of this run
-        self.train_time = 0.0
+        self.train_time = 0.0  # finished training time; a running epoch adds its part (_train_time)
+        self._train_clock: float | None = None
         self.samples = 0
-        self._samples_at_epoch_start = 0
+        self.hessian_skipped = 0  # fp16: Hessian refreshes skipped for non-finite gradients
+        self._committed = self._snapshot()  # what last.pt holds: reported after a stop or failure
+        self._loader_state: torch.Tensor | None = None  # a device loader's generator at a mid-epoch resume
+        self._stop: StopRequests | None = None
+        self._last_save = time.perf_counter()
         self._environment = {"versions": versions(), "git_commit": git_commit()}
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self._session_start = time.perf_counter()
@@ -153,6 +199,7 @@ class Trainer:
         self._pending: list[tuple[int, int, torch.Tensor, float, float]] = []
         self.train_log = CsvLog(self.run_dir / "train.csv", ["step", "epoch", "loss", "lr", "time"])
         self.eval_log = CsvLog(self.run_dir / "eval.csv", ["epoch", "step"])
+        self.tb = TensorBoardLog(self.run_dir, enabled=config.tensorboard and self.main)
 
     # ------------------------------------------------------------------ helpers
 
@@ -184,57 +231,126 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _train_time(self) -> float:
+        running = time.perf_counter() - self._train_clock if self._train_clock is not None else 0.0
+        return self.train_time + running
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The counters last.pt holds, to report after a stop or failure instead of the in-flight ones."""
+        keys = ("epoch", "step", "samples", "best", "final")
+        return copy.deepcopy({key: getattr(self, key) for key in keys})
+
+    def _rollback(self) -> None:
+        """Make the in-memory counters (what summary.json reports) those of the last commit."""
+        for key, value in copy.deepcopy(self._committed).items():
+            setattr(self, key, value)
+
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, at a step boundary (an epoch end or mid-epoch)."""
+        own_rng = {**rng_state(), "loader_generator": self.train_data.generator.get_state()}
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "epoch": self.epoch,
             "step": self.step,
+            "batch_in_epoch": self.step - self.epoch * self.steps_per_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
             "best": self.best,
             "final": self.final,
             "elapsed": self.elapsed(),
-            "train_time": self.train_time,
+            "train_time": self._train_time(),
             "samples": self.samples,
+            "hessian_skipped": self.hessian_skipped,
             "started": self.started,
-            "rng": distributed.all_gather_object(rng_state()),
-            "identity": self.identity,  # integrity-launch
+            "identity": self.identity,
+            "rng": distributed.all_gather_object(own_rng),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved_steps = int(state.get("steps_per_epoch", self.steps_per_epoch))
+        if saved_steps != self.steps_per_epoch:  # a batch_in_epoch would point at other samples
+            raise ValueError(
+                f"{self.run_dir / 'last.pt'} was written with {saved_steps} steps per epoch and this run has "
+                f"{self.steps_per_epoch} (another batch size, data set size or number of processes); resume "
+                "it as it was started, or pass force=true to start over."
+            )
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # places state like torch does (step on CPU)
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.best, self.final = dict(state["best"]), dict(state["final"])
         self.elapsed_before, self.train_time = float(state["elapsed"]), float(state["train_time"])
         self.samples, self.started = int(state["samples"]), state["started"]
+        self.hessian_skipped = int(state.get("hessian_skipped", 0))
         rngs = state["rng"]
-        set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0])
+        own = rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0]
+        set_rng_state(own)
+        mid_epoch = self.step - self.epoch * self.steps_per_epoch > 0
+        self._loader_state = own.get("loader_generator") if mid_epoch else None
         self._session_start = time.perf_counter()
+        self._committed = self._snapshot()
 
     def save(self) -> None:
+        """Commit last.pt at this step: pending loss rows first, then the checkpoint (atomic rename)."""
+        self._flush()
         state = self.state_dict()  # every rank joins the RNG gather
         if self.main:
             save_checkpoint(state, self.run_dir / "last.pt")
         distributed.barrier()
+        self._committed = self._snapshot()
+        self._last_save = time.perf_counter()
 
     def resume(self) -> bool:
-        """Continue from last.pt when it exists; drop log rows written after it."""
+        """Continue from last.pt when it exists; drop log rows written after it, torn ones included, and
+        make best.pt the one last.pt records."""
         path = self.run_dir / "last.pt"
+        if self.main:
+            for log in (self.train_log, self.eval_log):
+                _drop_torn_line(log.path)
         if not path.exists():
-            if self.main:  # rows of a session that stopped before its first checkpoint
+            if self.main:  # files of a session that stopped before its first checkpoint
                 self.train_log.truncate(lambda row: False)
                 self.eval_log.truncate(lambda row: False)
+                (self.run_dir / "best.pt").unlink(missing_ok=True)
             return False
-        self.load_state_dict(load_checkpoint(path, self.device))
+        # On the CPU first: load_state_dict then places each tensor (an optimizer's step counters stay on
+        # the CPU, as torch keeps them; map_location=cuda would make RAdam sync once per parameter).
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         if self.main:
-            step, epoch = self.step, self.epoch
-            self.train_log.truncate(lambda row: int(row["step"]) <= step)
-            self.eval_log.truncate(lambda row: int(row["epoch"]) <= epoch)
-        self._log(f"resuming {self.run_dir} from epoch {self.epoch}, step {self.step}")
+            step = self.step
+            self.train_log.truncate(lambda row: _row_step(row) <= step)
+            self.eval_log.truncate(lambda row: _row_step(row) <= step)
+            self._reconcile_best()
+        where = f"epoch {self.epoch}, step {self.step}"
+        if self.step % self.steps_per_epoch:
+            where += f" (batch {self.step - self.epoch * self.steps_per_epoch} of epoch {self.epoch + 1})"
+        self._log(f"resuming {self.run_dir} from {where}")
         return True
+
+    def _best_state(self, metrics: dict[str, float]) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "epoch": self.epoch, "step": self.step, "metrics": metrics}
+
+    def _reconcile_best(self) -> None:
+        """best.pt must be the checkpoint last.pt's best record names. A stop after last.pt's rename and
+        before best.pt's leaves the old one: its weights are last.pt's own, so it is rebuilt from them."""
+        path = self.run_dir / "best.pt"
+        record = self.best.get(self.task.primary_metric)
+        on_disk = None
+        if path.exists():
+            try:
+                on_disk = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+            except Exception:  # a torn or foreign file: treated as absent
+                on_disk = None
+        if record is not None and on_disk == int(record["step"]):
+            return
+        if record is not None and int(record["step"]) == self.step and self.final.get("step") == self.step:
+            save_checkpoint(self._best_state(self.final["metrics"]), path)
+            self._log(f"rebuilt best.pt from last.pt (step {self.step})")
+        elif path.exists():
+            path.unlink()
+            self._log(f"removed best.pt (step {on_disk}): last.pt records no best checkpoint at that step")
 
     # ------------------------------------------------------------------ summary
 
@@ -259,13 +375,17 @@ class Trainer:
             "best": self.best,
             "final": self.final,
             "wall_time_s": round(self.elapsed(), 3),
-            "train_time_s": round(self.train_time, 3),
-            "throughput_samples_per_s": round(self.samples / self.train_time, 2) if self.train_time else None,
+            "train_time_s": round(self._train_time(), 3),
+            "throughput_samples_per_s": round(self.samples / self._train_time(), 2)
+            if self._train_time()
+            else None,
             "peak_memory_bytes": int(peak),
             "device": str(self.device)
             + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else ""),
             "world_size": self.dist.world_size,
             "precision": self.cfg.precision,
+            "tf32": self.cfg.tf32,
+            **({"hessian_refreshes_skipped": self.hessian_skipped} if self.hessian_interval else {}),
             **self._environment,
             "started": self.started,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -301,7 +421,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _hessian_step(self, batch: Any) -> None:
-        """SophiaG: refresh the Hessian EMA from the gradient of the sampled-label loss."""
+        """SophiaG: refresh the Hessian EMA from the gradient of the sampled-label loss.
+
+        Under fp16 the pass is loss-scaled like the training step (the GradScaler's current scale), the
+        gradients unscaled before ``update_hessian``, and a refresh whose gradients are not finite is
+        skipped (counted in summary.json); the scale itself is left to the training steps.
+        """
         with self.autocast():
             loss = self.task.sampled_loss(self.train_model, batch)
         if loss is None:
@@ -309,8 +434,18 @@ class Trainer:
                 f"optimizer.hessian_update_interval is set but task {self.task.name!r} defines no "
                 "sampled_loss; SophiaG needs one."
             )
-        loss.backward()
-        self.optimizer.update_hessian()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.update_hessian()
+        else:
+            scale = self.scaler.get_scale()
+            (loss * scale).backward()
+            grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch._foreach_mul_(grads, 1.0 / scale)
+            if not grads or torch.stack([torch.isfinite(g).all() for g in grads]).all():
+                self.optimizer.update_hessian()
+            else:
+                self.hessian_skipped += 1
         self.optimizer.zero_grad(set_to_none=True)
 
     def _flush(self, bar: Any = None) -> None:
@@ -332,13 +467,16 @@ class Trainer:
         self._pending.clear()
         if self.main:
             self.train_log.write(rows)
+            for row, value in zip(rows, values):
+                self.tb.train(row["step"], value, float(row["lr"]))
         if bar is not None:
             bar.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{rows[-1]['lr'][:9]}", refresh=False)
         if bad is not None:
             step, epoch, value = bad
+            saved = self._committed
             kept = (
-                f"last.pt keeps the last good state (epoch {self.epoch}, step {self.epoch * self.steps_per_epoch})"
-                if self.epoch
+                f"last.pt keeps the last good state (epoch {saved['epoch']}, step {saved['step']})"
+                if saved["step"]
                 else "no checkpoint was written yet"
             )
             reason = (
@@ -348,13 +486,20 @@ class Trainer:
             raise TrainingFailed(reason)
 
     def train_epoch(self) -> None:
-        self._samples_at_epoch_start = self.samples
+        """Train the rest of epoch ``self.epoch + 1`` (all of it, or from a mid-epoch checkpoint's batch).
+
+        After each step a stop request commits last.pt at that step and raises RunInterrupted, and a
+        periodic checkpoint (``checkpoint_every_min``) is written when due; neither after an epoch's last
+        step, whose commit follows in ``fit``.
+        """
         self.train_model.train()
         epoch = self.epoch + 1
-        loader = self.train_data.epoch(self.epoch)
-        bar = self._progress(loader, self.steps_per_epoch, f"epoch {epoch}/{self.cfg.epochs}")
-        start = time.perf_counter()
-        for batch in bar if bar is not None else loader:
+        done = self.step - self.epoch * self.steps_per_epoch  # batches of this epoch already trained
+        loader = self.train_data.epoch(self.epoch, done, self._loader_state)
+        self._loader_state = None
+        bar = self._progress(loader, self.steps_per_epoch - done, f"epoch {epoch}/{self.cfg.epochs}")
+        self._train_clock = time.perf_counter()
+        for position, batch in enumerate(bar if bar is not None else loader, done + 1):
             batch = self.task.to_device(batch, self.device, self.cfg.channels_last)
             lr = self._set_lr()
             with self.autocast():
@@ -369,12 +514,51 @@ class Trainer:
             self._pending.append((self.step, epoch, loss.detach(), lr, self.elapsed()))
             if len(self._pending) >= self.cfg.log_every:
                 self._flush(bar)
+            if self.hooks.on_step_end is not None:
+                self.hooks.on_step_end(self)
+            if position < self.steps_per_epoch:
+                self._check_stop(bar)
         self._flush(bar)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.train_time += time.perf_counter() - start
+        self.train_time = self._train_time()
+        self._train_clock = None
         if bar is not None:
             bar.close()
+
+    def _poll(self, boundary: bool = False) -> tuple[int, bool]:
+        """(the stop signal or 0, whether a periodic checkpoint is due), the same on every rank.
+
+        One process polls after every step. Under DDP the ranks agree by an all-reduce (max) every
+        ``log_every`` steps and at epoch ends, so a signal takes effect within ``log_every`` steps.
+        """
+        signum = (self._stop.signum or 0) if self._stop is not None else 0
+        every = self.cfg.checkpoint_every_min
+        due = every is not None and time.perf_counter() - self._last_save >= 60.0 * every
+        if not self.dist.enabled:
+            return signum, due
+        if not boundary and self.step % self.cfg.log_every:
+            return 0, False
+        flags = torch.tensor([signum, int(due)], device=self.device)
+        torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
+        return int(flags[0]), bool(flags[1])
+
+    def _check_stop(self, bar: Any = None) -> None:
+        """Mid-epoch: on a stop request commit last.pt at this step and raise; else checkpoint if due."""
+        signum, due = self._poll()
+        if signum:
+            self.save()
+            raise RunInterrupted(signum, self._stop_reason(signum))
+        if due:
+            self.save()
+            self.write_summary("running")
+
+    def _stop_reason(self, signum: int) -> str:
+        name = signal.Signals(signum).name
+        where = f"step {self.step}"
+        done = self.step - self.epoch * self.steps_per_epoch
+        where += f", batch {done} of epoch {self.epoch + 1}" if done else f", end of epoch {self.epoch}"
+        return f"stopped by {name} at {where}; last.pt holds that step; re-run the same command to resume"
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -386,6 +570,9 @@ class Trainer:
             all_gather_object=distributed.all_gather_object,
             progress=lambda it: self._progress(it, len(it) if hasattr(it, "__len__") else None, "eval") or it,
         )
+        if self.dist.enabled:  # evaluate with the buffers last.pt saves (rank 0's), on every rank
+            for buffer in self.model.buffers():
+                torch_dist.broadcast(buffer, 0)
         metrics = self.task.evaluate(self.eval_model, self.eval_data, ctx)
         self.model.train()
         return {k: float(v) for k, v in metrics.items()}
@@ -406,54 +593,118 @@ class Trainer:
             self.eval_log.write(
                 [{"epoch": self.epoch, "step": self.step, **metrics, "time": f"{self.elapsed():.3f}"}]
             )
+            self.tb.eval(self.step, metrics)
         return improved
 
-    def fit(self) -> dict[str, Any]:
-        """Train to ``epochs`` (resuming from last.pt when there), evaluating every ``eval_every`` epochs."""
-        self.resume()
+    def _point(self, name: str) -> None:
+        if self.hooks.on_point is not None:
+            self.hooks.on_point(self, name)
+
+    def _end_epoch(self) -> None:
+        """Evaluate when due, then commit: eval row, last.pt (the commit point), best.pt, summary.json."""
+        self.epoch += 1
+        line = f"epoch {self.epoch}/{self.cfg.epochs} step {self.step}"
+        improved, metrics = False, {}
+        if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
+            self._point("evaluating")
+            metrics = self.evaluate()
+            improved = self._record_eval(metrics)
+            self._point("eval_logged")
+            line += " " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        self.save()
+        self._point("last_saved")
+        if improved:
+            if self.main:
+                save_checkpoint(self._best_state(metrics), self.run_dir / "best.pt")
+            self._point("best_saved")
         self.write_summary("running")
+        self._log(f"{line} ({self.elapsed():.1f} s)")
+        if self.hooks.on_epoch_end is not None:
+            self.hooks.on_epoch_end(self, self.epoch)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``epochs`` (resuming from last.pt when there), evaluating every ``eval_every`` epochs.
+
+        SIGTERM, SIGUSR1 and SIGINT stop at the next step boundary with last.pt written there and raise
+        RunInterrupted (status ``interrupted``); any other exception marks the run ``failed`` with a
+        one-line reason and propagates. The signal handlers live only while fit() runs.
+        """
+        torch.backends.cuda.matmul.allow_tf32 = self.cfg.tf32
+        torch.backends.cudnn.allow_tf32 = self.cfg.tf32
+        with StopRequests() as stop:
+            self._stop = stop
+            try:
+                return self._fit()
+            finally:
+                self._stop = None
+
+    def _fit(self) -> dict[str, Any]:
+        if not self.resume() and self.dist.enabled:
+            seed_rank_streams(self.seed, self.dist.rank)  # a new run: each rank its own dropout masks
+        self.write_summary("running")
+        self._last_save = time.perf_counter()
         try:
             while self.epoch < self.cfg.epochs:
                 self.train_epoch()
-                self.epoch += 1
-                line = f"epoch {self.epoch}/{self.cfg.epochs} step {self.step}"
-                if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
-                    metrics = self.evaluate()
-                    if self._record_eval(metrics) and self.main:
-                        best = {
-                            "model": self.model.state_dict(),
-                            "epoch": self.epoch,
-                            "step": self.step,
-                            "metrics": metrics,
-                        }
-                        save_checkpoint(best, self.run_dir / "best.pt")
-                    line += " " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-                self.save()
-                self.write_summary("running")
-                self._log(f"{line} ({self.elapsed():.1f} s)")
-                if self.hooks.on_epoch_end is not None:
-                    self.hooks.on_epoch_end(self, self.epoch)
+                self._end_epoch()
+                if self.epoch < self.cfg.epochs:
+                    signum, _ = self._poll(boundary=True)
+                    if signum:
+                        raise RunInterrupted(signum, self._stop_reason(signum))
+        except RunInterrupted as stop:
+            self._pending.clear()
+            self._rollback()
+            self.write_summary("interrupted", str(stop))
+            raise
         except TrainingFailed as error:
             self._pending.clear()
-            self._rollback_epoch()
+            self._rollback()
             self.write_summary("failed", str(error))
             raise
         except KeyboardInterrupt:
             self._pending.clear()
-            self._rollback_epoch()
+            self._rollback()
+            if self.main:  # rows past last.pt go now, so that the directory agrees with itself at once
+                for log in (self.train_log, self.eval_log):
+                    log.close()
+                    _drop_torn_line(log.path)
+                    log.truncate(lambda row: _row_step(row) <= self.step)
             self.write_summary(
                 "interrupted",
-                f"interrupted in epoch {self.epoch + 1}; re-run the same command to resume from last.pt",
+                f"interrupted in epoch {self.epoch + 1}; last.pt holds step {self.step}; re-run the same "
+                "command to resume from it",
             )
+            raise
+        except Exception as error:
+            self._pending.clear()
+            self._rollback()
+            first = (str(error).strip().splitlines() or [""])[0]
+            self.write_summary("failed", f"{type(error).__name__}: {first}")
             raise
         finally:
             self.train_log.close()
             self.eval_log.close()
+            self.tb.close()
+            self._train_clock = None
         self.write_summary("finished")
         return self.summary
 
-    def _rollback_epoch(self) -> None:
-        """After a stop mid-epoch, report the state last.pt holds (the step counter ran ahead of it)."""
-        if self.step != self.epoch * self.steps_per_epoch:  # stopped inside an epoch
-            self.step = self.epoch * self.steps_per_epoch
-            self.samples = self._samples_at_epoch_start
+
+def _row_step(row: dict[str, str | None]) -> float:
+    """A CSV row's step, or infinity for a row that is not whole (dropped by a resume's truncation)."""
+    try:
+        if any(value is None for value in row.values()) or None in row:
+            return math.inf
+        return int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return math.inf
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a final line without its newline (a kill in mid-append) so that no prefix passes for a row."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)

@@ -1,6 +1,5 @@
 """GPU claiming without a GPU: a stated device count, real processes holding real flocks."""
 
-import inspect
 import json
 import os
 import signal
@@ -200,16 +199,6 @@ def test_recommendation_cli_reads_cuda_runs(tmp_path, capsys):
     assert gpu_slots.main([str(tmp_path / "a" / "none"), "--gpu-memory-gb", "80"]) == 2
 
 
-def _setup_claims() -> bool:
-    from experiments import distributed
-
-    return "jobs_per_gpu" in inspect.signature(distributed.setup).parameters
-
-
-@pytest.mark.skipif(
-    not _setup_claims(),
-    reason="trainer.device=auto claiming is wired into experiments.distributed.setup (issue 12)",
-)
 def test_device_auto_claims_a_free_gpu_and_teardown_gives_it_back(tmp_path, holders, monkeypatch):
     """A stand-in CUDA machine with two GPUs, the first one taken by another job."""
     import torch

@@ -213,3 +213,23 @@ def test_under_torchrun_a_refusal_on_rank_0_reaches_every_rank(tmp_path):
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and errors[0] == errors[1] and "config.yaml is not a readable config" in errors[0]
     # (torchrun then reports the failed workers with its own traceback)
+
+
+def test_new_settings_are_validated_before_anything_is_written(tmp_path, capsys):
+    """The sweep settings (jobs_per_gpu, cuda:<k>) and SophiaG on a task without a sampled loss."""
+    assert "trainer.jobs_per_gpu must be >= 1" in refused(capsys, tmp_path, "trainer.jobs_per_gpu=0")
+    if not torch.cuda.is_available():
+        assert "trainer.device=cuda:3" in refused(capsys, tmp_path, "trainer.device=cuda:3")
+    from data.fixtures import write_fixture
+
+    voc = write_fixture("voc", tmp_path / "voc")
+    line = refused(
+        capsys,
+        tmp_path / "runs",
+        "model=yolov7_tiny",
+        "optimizer=sophiag",
+        f"dataset.root={voc}",
+        base=["trainer.epochs=1", "trainer.progress=false", "dataset.batch_size=4", "dataset.num_workers=0"],
+    )
+    assert "defines no sampled_loss" in line and "'detection'" in line
+    assert files_under(tmp_path / "runs") == []

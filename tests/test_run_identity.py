@@ -106,7 +106,7 @@ def test_a_changed_setting_is_refused_on_resume_and_on_a_finished_run(tmp_path, 
             run_experiment(cfg, overrides)
     # A single-process run resumed under torchrun (2 processes) continues with other batches: refused.
     monkeypatch.setattr(
-        distributed, "setup", lambda device: DistInfo(world_size=2, device=torch.device("cpu"))
+        distributed, "setup", lambda *args: DistInfo(world_size=2, device=torch.device("cpu"))
     )
     cfg, overrides = make_cfg(tmp_path)
     with pytest.raises(UsageError, match=r"\(world_size: 1 -> 2\)"):

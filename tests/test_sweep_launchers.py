@@ -264,11 +264,6 @@ def test_submitit_job_signalled_mid_run_is_requeued_and_equals_an_uninterrupted_
 
 @pytest.mark.slow
 def test_the_requeued_job_resumes_from_a_mid_epoch_checkpoint(requeued_and_reference):
-    trainer = pytest.importorskip("experiments.trainer")
-    if not hasattr(trainer, "RunInterrupted"):
-        pytest.skip(
-            "needs the run-integrity trainer (experiments.trainer.RunInterrupted, issue 10) wired per issue 12"
-        )
     r = requeued_and_reference
     line = next((line for line in r["logs"].splitlines() if "resuming" in line and "seed3" in line), "")
     match = re.search(r"step (\d+)", line)

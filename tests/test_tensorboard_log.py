@@ -5,12 +5,10 @@ import sys
 import warnings
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the harness extra
 
 from experiments import tensorboard_log
 from experiments.tensorboard_log import TensorBoardLog
-
-pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 
 def scalars(run_dir):
@@ -79,3 +77,26 @@ def test_missing_tensorboard_is_one_warning_then_silence(tmp_path, monkeypatch):
     log.eval(1, {"top1_err": 1.0})
     log.close()
     assert not log.enabled and list(tmp_path.iterdir()) == []
+
+
+def test_trainer_tensorboard_true_mirrors_train_csv_and_eval_csv(tmp_path, one_thread):
+    """trainer.tensorboard=true through the real trainer: one train/loss point per train.csv row, with the
+    same values, and one eval point per eval.csv row; the default writes no event file."""
+    import pandas as pd
+    from helpers import compose_config
+
+    from experiments.launch import run_experiment
+    from experiments.rundir import run_dir
+
+    base = [f"runs_root={tmp_path}", "trainer.epochs=2", "trainer.progress=false"]
+    cfg = compose_config([*base, "trainer.tensorboard=true"])
+    run_experiment(cfg)
+    path = run_dir(cfg)
+    train, evals = pd.read_csv(path / "train.csv"), pd.read_csv(path / "eval.csv")
+    loss = scalars(path)["train/loss"]
+    assert [step for step, _ in loss] == train.step.tolist()
+    assert [value for _, value in loss] == pytest.approx(train.loss.tolist(), rel=1e-6)
+    assert [step for step, _ in scalars(path)["eval/top1_err"]] == evals.step.tolist()
+    plain = compose_config([*base, "seed=1"])
+    run_experiment(plain)
+    assert not list(run_dir(plain).glob("events.out.tfevents*"))

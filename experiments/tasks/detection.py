@@ -140,8 +140,10 @@ class DetectionTask:
         self.last_parts = parts  # detached box/obj/cls terms, for whoever wants to log them
         return loss * world_size()
 
+    has_sampled_loss = False  # the paper does not run SophiaG on detection (the trainer refuses it up front)
+
     def sampled_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor | None:
-        return None  # the paper does not run SophiaG on detection
+        return None
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
