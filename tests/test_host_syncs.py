@@ -89,3 +89,22 @@ def test_classification_and_segmentation_steps_have_none(one_thread):
         "segmentation", "unet", {"num_classes": 4, "img_size": 32}, (torch.rand(2, 3, 32, 32), masks)
     )
     assert seg.total == 0, seg.by_op()
+
+
+def test_emulation_leaves_out_host_step_counters_but_not_other_reads_inside_a_step(one_thread):
+    """torch's RAdam and adamx read their CPU ``step`` tensors every step (no sync on CUDA either): left
+    out. A scalar read of anything else inside optimizer.step() is still counted."""
+    w = torch.nn.Parameter(torch.randn(4))
+
+    class Peeking(torch.optim.RAdam):
+        def step(self, closure=None):
+            out = super().step(closure)
+            float(self.param_groups[0]["params"][0].detach().sum())  # a real device read on CUDA
+            return out
+
+    for opt, expected in ((torch.optim.RAdam([w]), 0), (adamx.AdamX([w]), 0), (Peeking([w]), 1)):
+        for _ in range(2):
+            w.grad = torch.ones(4)
+            with SyncCounter(emulate_device=True) as c:
+                opt.step()
+        assert c.total == expected, (type(opt).__name__, c.by_op())

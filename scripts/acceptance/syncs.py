@@ -7,9 +7,9 @@ unique, bincount, ...), scalars read back (``item``/``bool``/``int``: ``_local_s
 ``emulate_device=True`` (the default off CUDA) every tensor is treated as if it lived on the accelerator,
 so ``torch.tensor(data, device=...)`` (aten ``lift_fresh``, one or more dimensions) counts as the
 blocking host-to-device copy it is there. Copies a CPU run cannot see (``.cpu()``, ``.tolist()``, ``.numpy()`` of device tensors) are
-counted on CUDA only. Emulation over-counts one thing: scalars that stay on the host on CUDA as well
-(torch's optimizers keep their ``step`` counters on the CPU; RAdam reads them every step), which a
-CUDA run (``emulate_device=False``) leaves out. ``cuda_sync_warnings`` is the device's own count (``torch.cuda.set_sync_debug_mode``)
+counted on CUDA only. Scalars that stay on the host on CUDA as well are left out of the emulation too:
+an optimizer's ``step`` counters (torch's optimizers and adamx keep them on the CPU unless
+``capturable=True``, and read them every step), recognised through torch's global optimizer-step hooks. ``cuda_sync_warnings`` is the device's own count (``torch.cuda.set_sync_debug_mode``)
 for code the dispatch mode cannot enter, such as compiled graphs.
 """
 
@@ -69,6 +69,20 @@ class SyncEvent:
     op: str
     reason: str
     where: str = ""
+    source: int | None = None  # id() of the tensor a scalar read came from
+
+
+def _host_step_counters(optimizer: torch.optim.Optimizer) -> set[int]:
+    """ids of the optimizer's ``step`` tensors that live on the host (non-capturable groups)."""
+    ids = set()
+    for group in optimizer.param_groups:
+        if group.get("capturable", False):
+            continue
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor) and step.device.type == "cpu":
+                ids.add(id(step))
+    return ids
 
 
 @dataclass
@@ -87,6 +101,38 @@ class SyncCounter(TorchDispatchMode):
         super().__init__()
         if self.emulate_device is None:
             self.emulate_device = not torch.cuda.is_available()
+        self._hooks: list = []
+        self._step_start = 0
+
+    def __enter__(self):
+        if self.emulate_device:  # host-resident step counters read inside optimizer.step() are no syncs
+            from torch.optim.optimizer import (
+                register_optimizer_step_post_hook,
+                register_optimizer_step_pre_hook,
+            )
+
+            self._hooks = [
+                register_optimizer_step_pre_hook(self._before_step),
+                register_optimizer_step_post_hook(self._after_step),
+            ]
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        return super().__exit__(*exc)
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        self._step_start = len(self.events)
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        counters = _host_step_counters(optimizer)
+        self.events[self._step_start :] = [
+            e
+            for e in self.events[self._step_start :]
+            if not (e.reason == "scalar read" and e.source in counters)
+        ]
 
     @property
     def total(self) -> int:
@@ -105,7 +151,8 @@ class SyncCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         reason = self._reason(func, args, kwargs)
         if reason is not None:
-            self.events.append(SyncEvent(str(func.overloadpacket.__name__), reason, self._where()))
+            source = id(args[0]) if args and isinstance(args[0], torch.Tensor) else None
+            self.events.append(SyncEvent(str(func.overloadpacket.__name__), reason, self._where(), source))
         return func(*args, **kwargs)
 
     def _reason(self, func, args, kwargs) -> str | None:
