@@ -8,9 +8,12 @@ every file and collects the sentences instead of stopping at the first.
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -72,3 +75,28 @@ class CheckPlan:
     items: dict[str, list[tuple]]  # split -> arguments of the data set's ``check_item``, one tuple per item
     expected: dict[str, int]  # split -> the real data set's item count
     problems: list[str] = field(default_factory=list)  # layout problems (missing split file, duplicate ids)
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A package ``__getattr__`` that imports ``<package>.<module>`` on first use of each public name, so
+    importing a torch-free module of the package (``reader``, ``check``) never pulls in torch."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    return __getattr__
+
+
+def read_split_ids(split_file: Path, missing: str, problems: list[str]) -> list[str]:
+    """The image ids a split file lists, each once and in order; a missing file (``missing`` says how to
+    get it) or an id listed twice is appended to ``problems``."""
+    if not split_file.is_file():
+        problems.append(f"{split_file}: is missing; {missing}")
+        return []
+    ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    for name, n in Counter(ids).items():
+        if n > 1:
+            problems.append(f"{split_file}: lists {name} {n} times; each image once.")
+    return list(dict.fromkeys(ids))

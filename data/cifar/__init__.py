@@ -4,8 +4,7 @@ the file checks (check.py)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from data.files import lazy_exports
 
 # Public names -> the module holding them, imported on first use: ``import data.cifar.check`` (and so
 # scripts/check_data.py) must not pull in torch through this package.
@@ -16,11 +15,7 @@ _EXPORTS = {
     "resolve_root": "reader",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

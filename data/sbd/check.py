@@ -7,12 +7,11 @@ sizes compared. The histogram counts images containing each class.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from data.files import CheckPlan, FileReport, open_jpeg
+from data.files import CheckPlan, FileReport, open_jpeg, read_split_ids
 from data.sbd.reader import SBD_CLASSES, SPLITS, check_size, read_mask
 
 EXPECTED = {"train": 8498, "val": 2857}
@@ -23,18 +22,11 @@ def plan(root: Path) -> CheckPlan:
     items: dict[str, list[tuple]] = {}
     problems: list[str] = []
     for split in SPLITS.values():
-        split_file = root / f"{split}.txt"
+        ids = read_split_ids(
+            root / f"{split}.txt", "extract benchmark_RELEASE/dataset of benchmark.tgz there.", problems
+        )
         items[split] = []
-        if not split_file.is_file():
-            problems.append(
-                f"{split_file}: is missing; extract benchmark_RELEASE/dataset of benchmark.tgz there."
-            )
-            continue
-        ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-        for name, n in Counter(ids).items():
-            if n > 1:
-                problems.append(f"{split_file}: lists {name} {n} times; each image once.")
-        for name in dict.fromkeys(ids):
+        for name in ids:
             items[split].append((split, str(root / "img" / f"{name}.jpg"), str(root / "cls" / f"{name}.mat")))
     return CheckPlan(items=items, expected=EXPECTED, problems=problems)
 

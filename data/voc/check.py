@@ -7,10 +7,9 @@ training would have failed on hours later. The histogram counts objects per clas
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
-from data.files import CheckPlan, FileReport, open_jpeg
+from data.files import CheckPlan, FileReport, open_jpeg, read_split_ids
 from data.voc.reader import SPLITS, VOC_CLASSES, check_size, read_annotation
 
 # The real data set's image counts (VOC07 trainval + VOC12 trainval = 16,551 train; VOC07 test 4,952).
@@ -26,17 +25,9 @@ def plan(root: Path) -> CheckPlan:
         split = f"VOC{year} {image_set}"
         base = root / "VOCdevkit" / f"VOC{year}"
         split_file = base / "ImageSets" / "Main" / f"{image_set}.txt"
+        missing = f"extract VOC{year}'s {image_set} archive under {root}."
         items[split] = []
-        if not split_file.is_file():
-            problems.append(
-                f"{split_file}: is missing; extract VOC{year}'s {image_set} archive under {root}."
-            )
-            continue
-        ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-        for name, n in Counter(ids).items():
-            if n > 1:
-                problems.append(f"{split_file}: lists {name} {n} times; each image once.")
-        for name in dict.fromkeys(ids):
+        for name in read_split_ids(split_file, missing, problems):
             items[split].append(
                 (split, str(base / "JPEGImages" / f"{name}.jpg"), str(base / "Annotations" / f"{name}.xml"))
             )

@@ -163,7 +163,7 @@ def check_resume(ctx: Context) -> list[Row]:
             status,
             {"syncs_per_step_resumed": per_step_after, "syncs_per_step_fresh": per_step_before},
             "RAdam; per step = whole fit() / steps (eval and checkpoint included)"
-            + ("" if ctx.cuda else "; CPU emulation counts RAdam's host step reads"),
+            + ("" if ctx.cuda else "; CPU: emulated (host step counters left out)"),
         )
     )
     return rows
