@@ -112,3 +112,20 @@ def test_bench_train_applies_trainer_settings_to_both_loops(monkeypatch):
     assert seen == [(True, torch.bfloat16)] * 2
     config = bench.trainer_config(cfg, torch.device("cpu"))
     assert (config.precision, config.channels_last, config.compile, config.epochs) == ("bf16", True, False, 1)
+
+
+def test_the_script_and_the_trainer_import_without_hydra_omegaconf_or_pycocotools():
+    """The GPU image has torch, torchvision, numpy and scipy only: nothing else may be needed to start."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('omegaconf', 'hydra', 'pycocotools'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.path[:0] = ['.', 'scripts']\n"
+        "import experiments.trainer, experiments.tasks, models, gpu_acceptance\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
