@@ -178,8 +178,7 @@ def first_reaching(x: pd.Series, y: pd.Series, value: float, higher_is_better: b
     """The first x at which y reaches ``value`` (>= for higher-is-better metrics, <= otherwise), None if it
     never does; NaN values never reach a target."""
     y = pd.to_numeric(y, errors="coerce")
-    hit = (y >= value) if higher_is_better else (y <= value)
-    hit = hit & y.notna()
+    hit = (y >= value) if higher_is_better else (y <= value)  # NaN compares False: it never reaches
     if not hit.any():
         return None
     return float(pd.to_numeric(x, errors="coerce")[hit].iloc[0])

@@ -19,9 +19,7 @@ from data import DatasetBundle
 SPLIT_SEED = 0  # fixed: every run evaluates on the same 360 images
 
 
-def build(
-    test_size: int = 360, split_seed: int = SPLIT_SEED, val_size: int = 0, **_: Any
-) -> DatasetBundle:
+def build(test_size: int = 360, split_seed: int = SPLIT_SEED, val_size: int = 0, **_: Any) -> DatasetBundle:
     """Train/eval ``TensorDataset``s of (1x8x8 float image, label); loader-only keys are ignored.
 
     With ``val_size > 0`` the eval split is ``val_size`` images held out of the training split (the test
