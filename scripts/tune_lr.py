@@ -241,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     picks = {name: select(results[name]) for name in OPTIMIZERS if name in results}
     picks = {k: v for k, v in picks.items() if v is not None}
     table = grid_table(results)
+    notes = Path(args.runs) / "NOTES.txt"  # hardware, load, wall time: what the run files cannot say
+    if notes.is_file():
+        lines = table.splitlines()
+        extra = [f"{line.strip()}  " for line in notes.read_text().splitlines() if line.strip()]
+        table = "\n".join(lines[:2] + extra + [""] + lines[2:]) + "\n"
     print(table)
     missing = [o for o in OPTIMIZERS if o not in picks]
     if missing:
