@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.adamx-installed
 
-.PHONY: venv demo test lint format bench tables figures repro check-data clean-venv
+.PHONY: venv demo test lint format bench tables figures repro check-data clean-venv claims-horizon claims-tune
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -53,3 +53,18 @@ repro: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Issue 15 (results/README.md, "The paper's claims at its horizon and under an equal tuning budget").
+# Part 1: the beta2_hat_t ablation at T = 62,480 steps (~20 min a run on one shared core; resumable).
+claims-horizon: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) run.py -m experiment=claims_horizon seed=0,1,2,3,4 optimizer=adamx,adam,adam_adafactor,adam_adax,adax runs_root=runs/claims
+	$(PY) scripts/make_tables.py --runs runs/claims --experiment-prefix claims_horizon
+	$(PY) scripts/make_figures.py --runs runs/claims
+
+# Part 2: LR grid on a validation split (7 LRs x 3 seeds x 7 optimizers), selection, 5 fresh test seeds.
+claims-tune: $(STAMP)
+	$(PY) scripts/tune_lr.py commands --python $(PY) | sh -e
+	$(PY) scripts/tune_lr.py select --runs runs/claims_tune --write
+	OMP_NUM_THREADS=1 $(PY) run.py -m experiment=claims_tuned optimizer=adamx,adam,adax,sgd,radam,lion,sophiag seed=100,101,102,103,104 runs_root=runs/claims
+	$(PY) scripts/make_tables.py --runs runs/claims --experiment-prefix claims_tuned
+	$(PY) scripts/tune_lr.py compare

@@ -104,11 +104,12 @@ def figure4_note(t_max: int = T_PAPER) -> str:
     )
 
 
-def smooth_loss(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def smooth_loss(df: pd.DataFrame, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Appendix A's downsampling (every T//400 steps) and exponentially weighted smoothing
     (window max(5, 0.02 step), alpha 2/(window+1)), in FORWARD order: Appendix A's ``iloc[::-step]``
-    walks the log backwards, which smooths from the last step and plots time reversed."""
-    total = len(df)
+    walks the log backwards, which smooths from the last step and plots time reversed. ``total``: the
+    run's planned number of steps when the log is still partial (the downsampling follows T, not the log)."""
+    total = len(df) if total is None else total
     step = max(1, total // 400)
     window = max(5, step * 0.02)
     alpha = 2 / (window + 1)
@@ -143,6 +144,24 @@ def train_loss_data(runs: list[Run], experiment: str) -> Curves:
     return out
 
 
+def horizon_loss_data(runs: list[Run], experiment: str) -> Curves:
+    """Like ``train_loss_data``, but a row with no finished run yet is drawn from its longest unfinished
+    (not failed) run, labelled partial with the step it has reached: an honest picture mid-sweep."""
+    out = train_loss_data(runs, experiment)
+    done = {label.split(" (n=")[0] for label in out}
+    partial: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        if r.experiment == experiment and r.status not in ("finished", "failed") and r.optimizer not in done:
+            partial[r.optimizer].append(r)
+    for opt, group in sorted(partial.items()):
+        logs = [(r, df) for r, df in ((r, r.read_train()) for r in group) if df is not None and "loss" in df]
+        if logs:
+            run, df = max(logs, key=lambda pair: len(pair[1]))
+            planned = run.summary.get("epochs", 0) * run.summary.get("steps_per_epoch", 0) or None
+            out[f"{opt} (1 unfinished run, to step {int(df['step'].iloc[-1]):,})"] = smooth_loss(df, planned)
+    return out
+
+
 def eval_curve_data(runs: list[Run], experiment: str, metric: dict) -> Curves:
     """A metric (paper.yaml ``metrics`` entry) versus epoch per optimizer, mean over seeds."""
     out: Curves = {}
@@ -170,10 +189,11 @@ def plot(
     complement: bool = False,
     logy: bool = False,
     note: str | None = None,
+    vlines: dict[str, float] | None = None,
 ) -> Figure:
     """One line per curve, legend = the curve's label. ``complement`` adds a right panel with
     1 - y on log-log axes, where decay rates that all look like 1 on the left are told apart;
-    ``note`` is a line of text under the axes."""
+    ``note`` is a line of text under the axes; ``vlines`` marks steps (label -> x) with dotted lines."""
     ncols = 2 if complement else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.4 * ncols, 4.2), squeeze=False)
     ax = axes[0, 0]
@@ -189,6 +209,8 @@ def plot(
         right.set_xlabel(xlabel)
         right.set_ylabel(f"1 - {ylabel}")
         right.grid(alpha=0.3)
+    for label, x in (vlines or {}).items():
+        ax.axvline(x, color="grey", linestyle=":", linewidth=1.0, label=label)
     if logx:
         ax.set_xscale("log")
     if logy:
@@ -256,6 +278,22 @@ def make_figures(runs_root: Path | str, out: Path | str) -> list[Path]:
         ):  # the small-scale losses span two decades: log axis there, the paper's linear one otherwise
             logy = metric is None and exp in REPRO_EXPERIMENTS
             written += save(plot(curves, *labels, title, logy=logy), out, name)
+    # Issue 15: Figure 5 redrawn for the digits runs at the paper's horizon (results/README.md).
+    curves = horizon_loss_data(runs, "claims_horizon")
+    if curves:
+        fig = plot(
+            curves,
+            "iteration t (forward; Appendix A smoothing)",
+            "training loss (smoothed, log scale)",
+            "Figure 5 redrawn: training loss vs iteration, digits, T = 62,480 (claims_horizon)",
+            logy=True,
+            vlines={
+                "t = 19,344 (the paper's landmark)": 19344,
+                "t1 = 37,488 (LR reaches its minimum)": 37488,
+            },
+            note="Curves are means over the finished seeds (n in the legend) of the smoothed per-step loss.",
+        )
+        written += save(fig, out, "claims_horizon_figure5")
     return written
 
 

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_io import PAPER_PROTOCOL, Run, best_and_final, find_runs, load_paper
+from results_io import (
+    PAPER_PROTOCOL,
+    Run,
+    best_and_final,
+    find_runs,
+    load_paper,
+    time_to_target,
+    train_loss_area,
+    train_loss_at,
+)
 from scipy import stats
 
 DASH = "—"
@@ -56,6 +65,43 @@ SMALL_SCALE_TABLES: dict[str, dict[str, Any]] = {
                 ("adam+adafactor", "Adam + Adafactor's beta2_hat (c = 0.8)"),
                 ("adam+adax", "Adam + AdaX's beta2_hat (b2 = 1e-4)"),
                 ("adam+adamx", "Adam + AdamX's beta2_hat (b2 = 0.99)"),
+            ]
+        },
+    },
+    # Issue 15: the paper's claims at its horizon and under an equal tuning budget (results/README.md).
+    "claims_horizon": {
+        "caption": "Ablation of beta2_hat_t at the paper's horizon, T = 62,480 steps (digits, Figure 5's claim)",
+        "columns": ["top1_err", "loss"],
+        "reference": "adamx",
+        "target": {"train_loss": 1.0e-4},
+        "landmarks": [19344, 37488, 62480],
+        "landmark_window": 44,  # one epoch of steps ending at the landmark
+        "auc_after": 19344,
+        "rows": {
+            name: {"label": label, "values": {}}
+            for name, label in [
+                ("adam", "Adam + Adam's beta2_hat (b2 = 0.999)"),
+                ("adam+adafactor", "Adam + Adafactor's beta2_hat (c = 0.8)"),
+                ("adam+adax", "Adam + AdaX's beta2_hat (b2 = 1e-4)"),
+                ("adamx", "AdamX = Adam + AdamX's beta2_hat (b2 = 0.99)"),
+                ("adax", "AdaX"),
+            ]
+        },
+    },
+    "claims_tuned": {
+        "caption": "Optimizers at the LR each chose on a validation grid (equal tuning budget), test set",
+        "columns": ["top1_err", "loss"],
+        "reference": "adamx",
+        "rows": {
+            name: {"label": label, "values": {}}
+            for name, label in [
+                ("adam", "Adam"),
+                ("adax", "AdaX"),
+                ("sgd", "momentum SGD"),
+                ("radam", "RAdam"),
+                ("lion", "Lion"),
+                ("sophiag", "SophiaG"),
+                ("adamx", "AdamX"),
             ]
         },
     },
@@ -112,6 +158,76 @@ class TableResult:
     failed: list[Run]
     unfinished: list[Run]
     runs: list[Run]
+    target: dict[str, Any] | None = None
+    steps_to_target: dict[str, list[float | None]] = field(default_factory=dict)  # row -> per seed
+    target_text: str = ""  # "steps to top1_err <= 2.5"
+
+
+def check_target(target: Any, metrics: dict[str, Any], where: str) -> dict[str, Any]:
+    """A target declaration, checked: ``{metric: <metric>, value: v}`` or ``{train_loss: v}``."""
+    ok = isinstance(target, dict) and (
+        (set(target) == {"train_loss"} and isinstance(target["train_loss"], (int, float)))
+        or (
+            set(target) == {"metric", "value"}
+            and target["metric"] in metrics
+            and isinstance(target["value"], (int, float))
+        )
+    )
+    if not ok:
+        raise ValueError(
+            f"{where} declares target {target!r}; write {{metric: <one of {', '.join(metrics)}>, value: <number>}} "
+            "or {train_loss: <number>}."
+        )
+    return dict(target)
+
+
+def resolve_target(spec: dict[str, Any], metrics: dict[str, Any], runs: list[Run]) -> dict[str, Any] | None:
+    """The table's target: its spec's ``target``, else the ``target`` key of its runs' config.yaml (which
+    must then agree), else None (no time-to-target column)."""
+    if spec.get("target") is not None:
+        return check_target(spec["target"], metrics, "the table definition")
+    found = {repr(r.config["target"]): r for r in runs if r.config.get("target") is not None}
+    if len(found) > 1:
+        raise ValueError(
+            f"runs of one experiment declare different targets ({'; '.join(found)}); make them agree or "
+            "set the table definition's target."
+        )
+    if not found:
+        return None
+    run = next(iter(found.values()))
+    return check_target(run.config["target"], metrics, f"{run.path}/config.yaml")
+
+
+def target_label(target: dict[str, Any], metrics: dict[str, Any]) -> str:
+    if "train_loss" in target:
+        return f"steps to train loss <= {target['train_loss']:g}"
+    spec = metrics[target["metric"]]
+    sign = ">=" if spec["higher_is_better"] else "<="
+    return f"steps to {target['metric']} {sign} {target['value']:g}"
+
+
+def median_steps(per_seed: list[float | None]) -> float | None:
+    """Median over seeds with a seed that never reached counted as infinitely late: None when at
+    least half did not reach it (the median is then not a step)."""
+    if not per_seed:
+        return None
+    vals = sorted(math.inf if v is None else v for v in per_seed)
+    n = len(vals)
+    med = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+    return None if math.isinf(med) else med
+
+
+def fmt_steps(per_seed: list[float | None]) -> str:
+    """'median (min-max), k/n reached', or 'not reached (k/n)'; the spread is over the seeds that reached."""
+    if not per_seed:
+        return DASH
+    reached = [v for v in per_seed if v is not None]
+    k, n = len(reached), len(per_seed)
+    med = median_steps(per_seed)
+    if med is None:
+        return f"not reached ({k}/{n} reached)"
+    spread = f" ({min(reached):,.0f}-{max(reached):,.0f})" if k > 1 else ""
+    return f"{med:,.0f}{spread}, {k}/{n} reached"
 
 
 def compute_table(name: str, spec: dict[str, Any], metrics: dict[str, Any], runs: list[Run]) -> TableResult:
@@ -147,7 +263,28 @@ def compute_table(name: str, spec: dict[str, Any], metrics: dict[str, Any], runs
                 continue
             p_best[row, col] = welch_p(best[row, col], best[ref, col])
             p_final[row, col] = welch_p(final[row, col], final[ref, col])
-    return TableResult(name, spec, rows, best, final, best_epoch, p_best, p_final, failed, unfinished, runs)
+    target = resolve_target(spec, metrics, runs)
+    steps_to: dict[str, list[float | None]] = {}
+    if target is not None:
+        for run in runs:
+            if run.status == "finished":
+                steps_to.setdefault(run.optimizer, []).append(time_to_target(run, target, metrics))
+    return TableResult(
+        name,
+        spec,
+        rows,
+        best,
+        final,
+        best_epoch,
+        p_best,
+        p_final,
+        failed,
+        unfinished,
+        runs,
+        target,
+        steps_to,
+        target_label(target, metrics) if target is not None else "",
+    )
 
 
 def fmt_stat(s: Stat, digits: int = 2) -> str:
@@ -253,7 +390,11 @@ def table_rows(res: TableResult, metrics: dict[str, Any]) -> tuple[list[str], li
                 fmt_stat(res.final[row, col], metrics[col].get("digits", 2)),
                 "ref" if ref else fmt_p(res.p_final.get((row, col))),
             ] + ([fmt_paper(res.spec, row, col)] if paper else [])
+        if res.target is not None:
+            line.append(fmt_steps(res.steps_to_target.get(row, [])))
         body.append(line)
+    if res.target is not None:
+        head.append(res.target_text + " (median, range)")
     return head, body
 
 
@@ -274,6 +415,16 @@ def footer_lines(res: TableResult) -> list[str]:
         f"mean ± sample std over seeds (n); p = two-sided Welch t-test vs the {res.spec['reference']} row; "
         f"{DASH} = no runs / not computable."
     ]
+    if res.target is not None:
+        what = (
+            "the last step of the first epoch whose mean training loss (train.csv) is at or past it"
+            if "train_loss" in res.target
+            else "the step of the first evaluation (eval.csv) at or past it"
+        )
+        lines.append(
+            f"Time to target ({res.target_text}): {what}; median over seeds (a seed that never reached counts "
+            "as infinitely late), range over the seeds that reached; 'not reached' when half or more never did."
+        )
     if has_paper_values(res.spec):
         lines.append(
             f"{PAPER_MARK} paper: {PAPER_PROTOCOL} (the authors' scripts; python run.py ... +protocol=authors "
@@ -357,6 +508,130 @@ def to_csv(res: TableResult) -> str:
                         ]
                     )
                 )
+        if res.target is not None and row in res.steps_to_target:
+            per_seed = res.steps_to_target[row]
+            med = median_steps(per_seed)
+            vals = ";".join("not_reached" if v is None else f"{v:.10g}" for v in per_seed)
+            label = "train_loss" if "train_loss" in res.target else res.target["metric"]
+            value = res.target.get("train_loss", res.target.get("value"))
+            out.append(
+                f"{res.name},{row},steps_to_{label}<={value:g},median,"
+                + ("" if med is None else f"{med:.10g}")
+                + f',,{len(per_seed)},,,"{vals}",'
+            )
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class LandmarkResult:
+    """Training loss at fixed steps and its area after one of them, per row (Figure 5's claim in numbers)."""
+
+    name: str
+    spec: dict[str, Any]
+    rows: list[str]
+    columns: list[str]  # "loss@<t>" ..., "area>(<start>)"
+    stats: dict[tuple[str, str], Stat]
+    p: dict[tuple[str, str], float]
+    unfinished_used: int  # runs still going that contributed the landmarks they had passed
+
+
+def compute_landmarks(name: str, spec: dict[str, Any], runs: list[Run]) -> LandmarkResult:
+    """For a spec with ``landmarks``: each run's mean training loss over the ``landmark_window`` steps
+    ending at each landmark, and the area under its per-step loss from ``auc_after`` to the last landmark.
+    A run counts for every landmark its train.csv has reached (failed runs never), so n is per cell."""
+    marks = [int(t) for t in spec["landmarks"]]
+    window = int(spec.get("landmark_window", 1))
+    start = spec.get("auc_after")
+    columns = [f"loss@{t}" for t in marks] + ([f"area>{start}"] if start is not None else [])
+    stats_: dict[tuple[str, str], Stat] = defaultdict(Stat)
+    rows = list(spec["rows"])
+    used_unfinished = 0
+    for run in runs:
+        if run.status == "failed":
+            continue
+        df = run.read_train()
+        if df is None or "loss" not in df:
+            continue
+        if run.optimizer not in rows:
+            rows.append(run.optimizer)
+        values = [train_loss_at(df, t, window) for t in marks]
+        if start is not None:
+            values.append(train_loss_area(df, int(start), marks[-1]))
+        got = False
+        for col, v in zip(columns, values):
+            if not math.isnan(v):
+                stats_[run.optimizer, col].values.append(v)
+                got = True
+        used_unfinished += int(got and run.status != "finished")
+    ref = spec["reference"]
+    p = {
+        (row, col): welch_p(stats_[row, col], stats_[ref, col])
+        for row in rows
+        if row != ref
+        for col in columns
+    }
+    return LandmarkResult(name, spec, rows, columns, stats_, p, used_unfinished)
+
+
+def _sci(s: Stat) -> str:
+    if s.n == 0:
+        return DASH
+    if s.n == 1:
+        return f"{s.mean:.3g} (n=1)"
+    return f"{s.mean:.3g} ± {s.std:.2g} (n={s.n})"
+
+
+def landmarks_markdown(res: LandmarkResult, extra_header: list[str]) -> str:
+    spec = res.spec
+    window = int(spec.get("landmark_window", 1))
+    head = ["Optimizer"]
+    for col in res.columns:
+        head += [col, "p"]
+    out = [f"# {res.name}: training loss at the paper's landmarks", ""]
+    out += [f"{line}  " for line in extra_header] + [""] if extra_header else []
+    out += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for row in res.rows:
+        line = [f"{spec['rows'].get(row, {}).get('label', row)} [{row}]"]
+        for col in res.columns:
+            line += [
+                _sci(res.stats[row, col]),
+                "ref" if row == spec["reference"] else fmt_p(res.p.get((row, col))),
+            ]
+        out.append("| " + " | ".join(line) + " |")
+    out += [
+        "",
+        f"loss@t = mean per-step training loss (train.csv) over the {window} steps ending at step t; "
+        f"area>{spec.get('auc_after')} = sum of the per-step training loss over steps "
+        f"{spec.get('auc_after')}+1 .. {spec['landmarks'][-1]} (unit step width); mean ± sample std over seeds (n); "
+        f"p = two-sided Welch t-test vs the {spec['reference']} row; {DASH} = no run reached that step.",
+    ]
+    if res.unfinished_used:
+        out.append(
+            f"PARTIAL: {res.unfinished_used} run(s) still training contribute the landmarks they have passed; "
+            "n differs per cell."
+        )
+    return "\n".join(out) + "\n"
+
+
+def landmarks_csv(res: LandmarkResult) -> str:
+    out = ["table,optimizer,quantity,mean,std,n,p_vs_reference,values"]
+    for row in res.rows:
+        for col in res.columns:
+            st, p = res.stats[row, col], res.p.get((row, col))
+            out.append(
+                ",".join(
+                    [
+                        res.name,
+                        row,
+                        col,
+                        "" if st.n == 0 else f"{st.mean:.10g}",
+                        "" if st.n < 2 else f"{st.std:.10g}",
+                        str(st.n),
+                        "" if p is None or math.isnan(p) else f"{p:.10g}",
+                        '"' + ";".join(f"{v:.10g}" for v in st.values) + '"',
+                    ]
+                )
+            )
     return "\n".join(out) + "\n"
 
 
@@ -400,6 +675,12 @@ def make_tables(
             path = out / f"{exp}.{ext}"
             path.write_text(text)
             written.append(path)
+        if specs[exp].get("landmarks"):
+            marks = compute_landmarks(exp, specs[exp], runs)
+            for ext, text in [("md", landmarks_markdown(marks, lines)), ("csv", landmarks_csv(marks))]:
+                path = out / f"{exp}_landmarks.{ext}"
+                path.write_text(text)
+                written.append(path)
     return written
 
 

@@ -150,3 +150,64 @@ def best_and_final(df: pd.DataFrame, spec: dict[str, Any]) -> tuple[float, float
     epoch = float(df.loc[idx, "epoch"]) if "epoch" in df.columns else float(idx)
     final = float(series.iloc[-1]) if not math.isnan(series.iloc[-1]) else float("nan")
     return float(valid.loc[idx]), epoch, final
+
+
+def train_loss_at(df: pd.DataFrame, step: int, window: int) -> float:
+    """Mean per-step training loss over steps (step - window, step] of a train.csv; NaN when the log
+    has not reached ``step`` (a single step's loss is one batch's: too noisy to compare rows by)."""
+    steps = pd.to_numeric(df["step"], errors="coerce")
+    if steps.empty or steps.max() < step:
+        return math.nan
+    part = pd.to_numeric(df.loc[(steps > step - window) & (steps <= step), "loss"], errors="coerce")
+    return float(part.mean()) if len(part) else math.nan
+
+
+def train_loss_area(df: pd.DataFrame, start: int, end: int) -> float:
+    """Area under the per-step training loss over steps start+1 .. end (unit step width: the sum);
+    NaN unless the log reaches ``end`` with every one of those steps present and finite."""
+    steps = pd.to_numeric(df["step"], errors="coerce")
+    if steps.empty or steps.max() < end:
+        return math.nan
+    part = pd.to_numeric(df.loc[(steps > start) & (steps <= end), "loss"], errors="coerce")
+    if len(part) != end - start or part.isna().any():
+        return math.nan
+    return float(part.sum())
+
+
+def first_reaching(x: pd.Series, y: pd.Series, value: float, higher_is_better: bool) -> float | None:
+    """The first x at which y reaches ``value`` (>= for higher-is-better metrics, <= otherwise), None if it
+    never does; NaN values never reach a target."""
+    y = pd.to_numeric(y, errors="coerce")
+    hit = (y >= value) if higher_is_better else (y <= value)  # NaN compares False: it never reaches
+    if not hit.any():
+        return None
+    return float(pd.to_numeric(x, errors="coerce")[hit].iloc[0])
+
+
+def time_to_target(run: Run, target: dict[str, Any], metrics: dict[str, Any]) -> float | None:
+    """The first optimizer step at which ``run`` reaches ``target``, None if it never does.
+
+    ``target`` is ``{metric: <paper.yaml metric>, value: v}`` (scored on eval.csv at each evaluation;
+    the step of an evaluation is its ``step`` column, else epoch x steps_per_epoch) or
+    ``{train_loss: v}`` (the mean training loss of each epoch in train.csv, reached at the epoch's
+    last step: one batch's loss is too noisy to be a target)."""
+    if "train_loss" in target:
+        df = run.read_train()
+        if df is None or "loss" not in df:
+            return None
+        per_epoch = df.groupby("epoch", sort=True).agg(step=("step", "max"), loss=("loss", "mean"))
+        return first_reaching(per_epoch["step"], per_epoch["loss"], float(target["train_loss"]), False)
+    spec = metrics[target["metric"]]
+    df = run.read_eval()
+    if df is None:
+        return None
+    series = metric_series(df, spec)
+    if series is None:
+        return None
+    if "step" in df.columns:
+        x = df["step"]
+    else:
+        x = pd.to_numeric(df["epoch"], errors="coerce") * float(
+            run.summary.get("steps_per_epoch") or math.nan
+        )
+    return first_reaching(x, series, float(target["value"]), bool(spec["higher_is_better"]))

@@ -218,3 +218,153 @@ def test_detection_map_fraction_is_shown_in_percent(tmp_path: Path) -> None:
     assert float(rows["adamx", "map50", "best"]["mean"]) == pytest.approx(51.0)  # max over epochs, in %
     assert float(rows["adamx", "map75", "final"]["mean"]) == pytest.approx(26.0)
     assert float(rows["adamx", "map50", "best"]["paper"]) == 52.18
+
+
+# --- time to target (issue 15) -------------------------------------------------------------------------
+
+
+def ttt_run(root: Path, opt: str, seed: int, top1: list[float], target: dict | None = None) -> Path:
+    """A small-scale run of ``exp_ttt`` (evaluated every epoch, 10 steps per epoch), optional config target."""
+    d = write_run(root, "exp_ttt", "digits_cnn", opt, seed, top1, [0.0] * len(top1))
+    if target is not None:
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        cfg["target"] = target
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return d
+
+
+TTT_SPEC = {"caption": "ttt", "columns": ["top1_err"], "reference": "adamx", "rows": {}}
+
+
+def ttt_table(root: Path, spec: dict | None = None) -> make_tables.TableResult:
+    metrics = make_tables.load_paper()["metrics"]
+    return make_tables.compute_table("exp_ttt", dict(spec or TTT_SPEC), metrics, find_runs(root))
+
+
+def test_time_to_target_exact_boundary_never_and_nan(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    target = {"metric": "top1_err", "value": 3.0}
+    # eval steps 10, 20, 30, 40: seed 0 reaches 3.0 exactly at step 30 (the boundary counts), seed 1
+    # at 20, seed 2 never (NaN is no value, 3.01 is not 3.0).
+    ttt_run(root, "adamx", 0, [5.0, 3.5, 3.0, 2.0], target)
+    ttt_run(root, "adamx", 1, [4.0, 2.9, 3.2, 3.1], target)
+    ttt_run(root, "adamx", 2, [float("nan"), 3.01, float("nan"), 3.01], target)
+    # adam: two of three never reach it -> "not reached"
+    ttt_run(root, "adam", 0, [9.0, 9.0, 2.5, 9.0], target)
+    ttt_run(root, "adam", 1, [9.0, 9.0, 9.0, 9.0], target)
+    ttt_run(root, "adam", 2, [9.0, 9.0, 9.0, 9.0], target)
+    res = ttt_table(root)
+    assert res.target == target
+    assert sorted(res.steps_to_target["adamx"], key=lambda v: math.inf if v is None else v) == [
+        20.0,
+        30.0,
+        None,
+    ]
+    # median with the unreached seed as +inf: sorted [20, 30, inf] -> 30
+    assert make_tables.median_steps(res.steps_to_target["adamx"]) == 30.0
+    head, body = make_tables.table_rows(res, make_tables.load_paper()["metrics"])
+    assert head[-1] == "steps to top1_err <= 3 (median, range)"
+    cells = {line[0].split("[")[-1].rstrip("]"): line[-1] for line in body}
+    assert cells["adamx"] == "30 (20-30), 2/3 reached"
+    assert cells["adam"] == "not reached (1/3 reached)"
+    csv_text = make_tables.to_csv(res)
+    assert 'exp_ttt,adamx,steps_to_top1_err<=3,median,30,,3,,,"30;20;not_reached",' in csv_text
+    assert 'exp_ttt,adam,steps_to_top1_err<=3,median,,,3,,,"30;not_reached;not_reached",' in csv_text
+
+
+def test_time_to_target_even_n_median_and_higher_is_better(tmp_path: Path) -> None:
+    assert make_tables.median_steps([10.0, 40.0]) == 25.0
+    assert make_tables.median_steps([10.0, None]) is None  # half never reached: no median step
+    assert make_tables.median_steps([]) is None
+    assert make_tables.fmt_steps([]) == "—"
+    import pandas as pd
+    from results_io import first_reaching
+
+    x, y = pd.Series([1, 2, 3]), pd.Series([0.2, 0.5, 0.7])
+    assert first_reaching(x, y, 0.5, higher_is_better=True) == 2.0  # mAP-like: >= counts
+    assert first_reaching(x, y, 0.5, higher_is_better=False) == 1.0
+    assert first_reaching(x, y, 0.8, higher_is_better=True) is None
+
+
+def test_time_to_target_train_loss_uses_epoch_means(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    d = ttt_run(root, "adamx", 0, [5.0, 4.0, 3.0])
+    # epoch 1: steps 1-2 mean 1.0; epoch 2: steps 3-4, one batch at 0.05 but mean 0.525; epoch 3: mean 0.1
+    (d / "train.csv").write_text(
+        "step,epoch,loss,lr,time\n1,1,1.5,0.1,0\n2,1,0.5,0.1,0\n3,2,1.0,0.1,0\n4,2,0.05,0.1,0\n5,3,0.1,0.1,0\n6,3,0.1,0.1,0\n"
+    )
+    res = ttt_table(root, {**TTT_SPEC, "target": {"train_loss": 0.1}})
+    assert res.steps_to_target["adamx"] == [6.0]  # not step 4 (one lucky batch), the end of epoch 3
+    assert res.target_text == "steps to train loss <= 0.1"
+
+
+def test_no_target_no_column_and_bad_target_is_one_sentence(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    ttt_run(root, "adamx", 0, [5.0, 4.0])
+    res = ttt_table(root)
+    assert res.target is None and not res.steps_to_target
+    head, _ = make_tables.table_rows(res, make_tables.load_paper()["metrics"])
+    assert not any("steps to" in h for h in head)
+    ttt_run(root, "adam", 0, [5.0, 4.0], target={"metric": "top1", "value": 3})
+    with pytest.raises(ValueError, match="declares target .*top1.*write"):
+        ttt_table(root)
+
+
+def test_runs_with_different_targets_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    ttt_run(root, "adamx", 0, [5.0], target={"metric": "top1_err", "value": 3.0})
+    ttt_run(root, "adamx", 1, [5.0], target={"metric": "top1_err", "value": 2.0})
+    with pytest.raises(ValueError, match="different targets"):
+        ttt_table(root)
+
+
+# --- landmarks and area after a step (issue 15, Figure 5) ------------------------------------------------
+
+
+def landmark_run(root: Path, opt: str, seed: int, losses: list[float], status: str = "finished") -> None:
+    d = write_run(root, "exp_lm", "digits_cnn", opt, seed, [1.0], [0.0], status=status)
+    rows = "".join(f"{s},{(s - 1) // 2 + 1},{v},0.1,0\n" for s, v in enumerate(losses, start=1))
+    (d / "train.csv").write_text("step,epoch,loss,lr,time\n" + rows)
+
+
+LM_SPEC = {
+    "caption": "lm",
+    "columns": ["top1_err"],
+    "reference": "adamx",
+    "landmarks": [4, 6],
+    "landmark_window": 2,
+    "auc_after": 4,
+    "rows": {"adamx": {"label": "AdamX", "values": {}}, "adam": {"label": "Adam", "values": {}}},
+}
+
+
+def test_landmarks_window_area_and_partial_runs(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    landmark_run(root, "adamx", 0, [9.0, 9.0, 1.0, 3.0, 0.5, 1.5])  # loss@4 = 2.0, loss@6 = 1.0, area = 2.0
+    landmark_run(root, "adamx", 1, [9.0, 9.0, 3.0, 5.0, 1.0, 2.0])  # loss@4 = 4.0, loss@6 = 1.5, area = 3.0
+    landmark_run(root, "adam", 0, [9.0, 9.0, 2.0, 2.0, 2.0], status="running")  # reached 4, not 6
+    landmark_run(root, "adam", 1, [9.0, 9.0, 2.0, 2.0, 2.0, float("nan")], status="failed")  # never counted
+    res = make_tables.compute_landmarks("exp_lm", LM_SPEC, find_runs(root))
+    assert res.columns == ["loss@4", "loss@6", "area>4"]
+    assert res.stats["adamx", "loss@4"].values == [2.0, 4.0]
+    assert res.stats["adamx", "loss@6"].values == [1.0, 1.5]
+    assert res.stats["adamx", "area>4"].values == [2.0, 3.0]
+    assert res.stats["adam", "loss@4"].values == [2.0]
+    assert res.stats["adam", "loss@6"].n == 0 and res.stats["adam", "area>4"].n == 0
+    assert res.unfinished_used == 1
+    md = make_tables.landmarks_markdown(res, [])
+    assert "PARTIAL: 1 run(s) still training" in md
+    assert "| AdamX [adamx] | 3 ± 1.4 (n=2) | ref |" in md
+
+
+def test_landmark_area_needs_every_step_finite() -> None:
+    import pandas as pd
+    from results_io import train_loss_area, train_loss_at
+
+    df = pd.DataFrame({"step": [1, 2, 3, 5], "loss": [1.0, 1.0, 1.0, 1.0]})
+    assert math.isnan(train_loss_area(df, 2, 5))  # step 4 missing
+    df = pd.DataFrame({"step": [1, 2, 3, 4], "loss": [1.0, float("nan"), 1.0, 1.0]})
+    assert math.isnan(train_loss_area(df, 1, 4))
+    assert train_loss_area(df, 2, 4) == 2.0
+    assert math.isnan(train_loss_at(df, 5, 2))  # not reached
+    assert train_loss_at(df, 4, 2) == 1.0
