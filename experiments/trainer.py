@@ -462,13 +462,12 @@ class Trainer:
             rows.append(
                 {"step": step, "epoch": epoch, "loss": repr(value), "lr": repr(lr), "time": f"{t:.3f}"}
             )
+            self.tb.train(step, value, lr)  # a no-op unless trainer.tensorboard (rank 0 only)
             if bad is None and not math.isfinite(value):
                 bad = (step, epoch, value)
         self._pending.clear()
         if self.main:
             self.train_log.write(rows)
-            for row, value in zip(rows, values):
-                self.tb.train(row["step"], value, float(row["lr"]))
         if bar is not None:
             bar.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{rows[-1]['lr'][:9]}", refresh=False)
         if bad is not None:

@@ -35,24 +35,30 @@ from scipy import stats
 DASH = "—"
 PAPER_MARK = "†"  # on every paper column; the footnote gives the paper's protocol and ours
 
+# The seven optimizers of the cross-type comparisons (repro_optimizers, claims_tuned), in table order.
+OPTIMIZER_LABELS = [
+    ("adam", "Adam"),
+    ("adax", "AdaX"),
+    ("sgd", "momentum SGD"),
+    ("radam", "RAdam"),
+    ("lion", "Lion"),
+    ("sophiag", "SophiaG"),
+    ("adamx", "AdamX"),
+]
+
+
+def _rows(labels: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """A small-scale table's rows: optimizer name -> label, with no paper values."""
+    return {name: {"label": label, "values": {}} for name, label in labels}
+
+
 # Small-scale reproduction tables (configs/experiment/repro_*.yaml): no paper values, their own headers.
 SMALL_SCALE_TABLES: dict[str, dict[str, Any]] = {
     "repro_optimizers": {
         "caption": "Small-scale reproduction, optimizers of the same and of different types (Tables 3 and 11/12 style)",
         "columns": ["top1_err", "loss"],
         "reference": "adamx",
-        "rows": {
-            name: {"label": label, "values": {}}
-            for name, label in [
-                ("adam", "Adam"),
-                ("adax", "AdaX"),
-                ("sgd", "momentum SGD"),
-                ("radam", "RAdam"),
-                ("lion", "Lion"),
-                ("sophiag", "SophiaG"),
-                ("adamx", "AdamX"),
-            ]
-        },
+        "rows": _rows(OPTIMIZER_LABELS),
     },
     "repro_schedules": {
         "caption": "Small-scale reproduction, ablation of the second-moment decay rate beta2_hat_t (Table 7 style)",
@@ -92,18 +98,7 @@ SMALL_SCALE_TABLES: dict[str, dict[str, Any]] = {
         "caption": "Optimizers at the LR each chose on a validation grid (equal tuning budget), test set",
         "columns": ["top1_err", "loss"],
         "reference": "adamx",
-        "rows": {
-            name: {"label": label, "values": {}}
-            for name, label in [
-                ("adam", "Adam"),
-                ("adax", "AdaX"),
-                ("sgd", "momentum SGD"),
-                ("radam", "RAdam"),
-                ("lion", "Lion"),
-                ("sophiag", "SophiaG"),
-                ("adamx", "AdamX"),
-            ]
-        },
+        "rows": _rows(OPTIMIZER_LABELS),
     },
 }
 
