@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.adamx-installed
 
-.PHONY: venv demo test lint format bench tables figures repro check-data clean-venv claims-horizon claims-tune
+.PHONY: venv demo test lint format bench tables figures repro check-data clean-venv claims-horizon claims-tune mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -50,6 +50,13 @@ repro: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) run.py -m experiment=repro_schedules optimizer=adam,adam_adafactor,adam_adax,adam_adamx seed=0,1,2,3,4 runs_root=runs/repro
 	$(PY) scripts/make_tables.py --runs runs/repro
 	$(PY) scripts/make_figures.py --runs runs/repro
+
+# Issue 16: mutation testing of the core (docs/testing.md). Not part of CI: ~30 min on 2 idle cores.
+# Resumable: results of unchanged files and tests are kept in runs/mutants/results.jsonl.
+MUTANT_SAMPLE ?= 50
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) scripts/mutants.py run --jobs 2 --sample $(MUTANT_SAMPLE) --out runs/mutants/results.jsonl
+	$(PY) scripts/mutants.py report --out runs/mutants/results.jsonl
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,55 @@
+"""Which tests run which lines: one pytest run under coverage with a context per test (pytest-cov's
+`--cov-context=test`), so each mutant runs only the tests that execute its statement, fastest first.
+
+A mutant whose statement no test executes in-process is "uncovered": it counts as a survivor without being
+run (conservative: a line reached only from a subprocess, or only from a slow test, scores as a gap).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PLUGIN = "scripts.mutation.timing_plugin"
+
+
+def build(root: Path, tests: list[str], sources: list[str], dest: Path) -> dict:
+    """Run `tests` (the not-slow ones) in the repo copy `root` under coverage; return and save the map:
+    {"lines": {source: {line: [nodeid, ...]}}, "seconds": {nodeid: seconds}}."""
+    present = [t for t in tests if (root / t).exists()]
+    data_file = dest.with_suffix(".coverage")
+    timing_file = dest.with_suffix(".timing.json")
+    env = {**os.environ, "COVERAGE_FILE": str(data_file), "MUTATION_TIMING": str(timing_file),
+           "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "pytest", *present, "-q", "-m", "not slow and not gpu", "-p", "no:cacheprovider",
+           "-p", PLUGIN, "--hypothesis-seed=0", "-W", "ignore", "--cov-context=test", "--cov-report=",
+           *[f"--cov={root / s}" for s in sorted({str(Path(s).parent) for s in sources})]]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the unmutated tests fail in {root}; fix them first:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+
+    import coverage
+
+    data = coverage.CoverageData(basename=str(data_file))
+    data.read()
+    lines: dict[str, dict[int, list[str]]] = {}
+    for source in sources:
+        by_line = data.contexts_by_lineno(str((root / source).resolve()))
+        lines[source] = {int(n): sorted({c.rsplit("|", 1)[0] for c in ctx if c}) for n, ctx in by_line.items()}
+    seconds = json.loads(timing_file.read_text())
+    result = {"lines": lines, "seconds": seconds}
+    dest.write_text(json.dumps(result))
+    return result
+
+
+def covering(cmap: dict, path: str, lines: tuple[int, int]) -> list[str]:
+    """The tests that execute any line of a mutant's statement (of its function, for a default argument; of
+    the file, for code run at import), fastest first."""
+    by_line = {int(n): t for n, t in cmap["lines"].get(path, {}).items()}
+    tests = set()
+    for n in by_line if lines == (0, 0) else range(lines[0], lines[1] + 1):
+        tests.update(by_line.get(n, []))
+    return sorted(tests, key=lambda t: (cmap["seconds"].get(t, 0.0), t))
