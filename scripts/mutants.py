@@ -83,7 +83,10 @@ def cmd_list(args: argparse.Namespace) -> None:
             found = mutants(path, (ROOT / path).read_text())
             ops = Counter(m.op for m in found)
             total += len(found)
-            print(f"{group:26s} {path:40s} {len(found):5d}  " + " ".join(f"{k}={v}" for k, v in sorted(ops.items())))
+            print(
+                f"{group:26s} {path:40s} {len(found):5d}  "
+                + " ".join(f"{k}={v}" for k, v in sorted(ops.items()))
+            )
     print(f"total {total}")
 
 
@@ -127,8 +130,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     with out.open("a") as results:
         for group in groups:
             fps = {path: fingerprint(group, path, slots[0].root) for path in GROUPS[group]["sources"]}
-            todo = [m for m in group_mutants(group, slots[0].root, args.sample)
-                    if done.get(m.key, {}).get("fp") != fps[m.path]]
+            todo = [
+                m
+                for m in group_mutants(group, slots[0].root, args.sample)
+                if done.get(m.key, {}).get("fp") != fps[m.path]
+            ]
             for m in todo:
                 fields = {"group": group, "fp": fps[m.path]}
                 tests = coverage_map.covering(cmap, m.path, m.lines)
@@ -151,7 +157,9 @@ def cmd_run(args: argparse.Namespace) -> None:
             bar.set_postfix(counts)
 
         runner.run(jobs, slots, timeouts, out, progress)
-    print(f"ran {len(jobs)} mutants in {time.monotonic() - start:.0f} s with {args.jobs} jobs: {dict(counts)}")
+    print(
+        f"ran {len(jobs)} mutants in {time.monotonic() - start:.0f} s with {args.jobs} jobs: {dict(counts)}"
+    )
     print(f"results: {out}; workdir: {workdir}")
 
 
@@ -160,8 +168,10 @@ def score_table(rows: list[dict], equivalent: dict[str, str]) -> tuple[list[str]
     by_file = {}
     for row in rows:
         by_file.setdefault(row["path"], []).append(row)
-    lines = ["| group | file | mutants | killed | timeout | survived | uncovered | equivalent | error | score |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| group | file | mutants | killed | timeout | survived | uncovered | equivalent | error | score |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     survivors, totals = [], Counter()
     for group, spec in GROUPS.items():
         g = Counter()
@@ -189,9 +199,11 @@ def _row(group: str, path: str, c: Counter) -> str:
     n = sum(c.values())
     scored = n - c["equivalent"]
     score = (c["killed"] + c["timeout"]) / scored if scored else float("nan")
-    return (f"| {group} | {path} | {n} | {c['killed']} | {c['timeout']} | {c['survived']} | {c['uncovered']} "
-            f"| {c['equivalent']} "
-            f"| {c['error']} | {score:.1%} |")
+    return (
+        f"| {group} | {path} | {n} | {c['killed']} | {c['timeout']} | {c['survived']} | {c['uncovered']} "
+        f"| {c['equivalent']} "
+        f"| {c['error']} | {score:.1%} |"
+    )
 
 
 def current(rows: dict[str, dict]) -> list[dict]:
@@ -210,7 +222,9 @@ def current(rows: dict[str, dict]) -> list[dict]:
                     continue
                 live.append(row)
     if stale:
-        print(f"({stale} results left out: their file or tests changed since they ran; `run` again to redo them)")
+        print(
+            f"({stale} results left out: their file or tests changed since they ran; `run` again to redo them)"
+        )
     return live
 
 
@@ -222,20 +236,28 @@ def cmd_report(args: argparse.Namespace) -> None:
     print("\n".join(lines))
     print(f"\n{len(survivors)} surviving mutants (not marked equivalent):")
     for row in sorted(survivors, key=lambda r: (r["path"], r["line"])):
-        print(f"  {row['key']}  {row['path']}:{row['line']} [{row['op']}, {row['verdict']}] "
-              f"{row['before']!r} -> {row['after']!r}")
+        print(
+            f"  {row['key']}  {row['path']}:{row['line']} [{row['op']}, {row['verdict']}] "
+            f"{row['before']!r} -> {row['after']!r}"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("list", help="mutants per file")
     p.add_argument("--group", action="append", choices=list(GROUPS))
     p = sub.add_parser("run", help="run the mutants (resumes from --out)")
     p.add_argument("--group", action="append", choices=list(GROUPS))
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--sample", type=int, default=None, help="at most this many mutants per group (fixed subset)")
-    p.add_argument("--tests-ref", default=None, help="take tests/ from this git commit (to score an old suite)")
+    p.add_argument(
+        "--sample", type=int, default=None, help="at most this many mutants per group (fixed subset)"
+    )
+    p.add_argument(
+        "--tests-ref", default=None, help="take tests/ from this git commit (to score an old suite)"
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--workdir", default=None)
     p = sub.add_parser("report", help="score per group and file; survivors")

@@ -76,9 +76,17 @@ def test_comparison_and_membership_pairs():
     """is/is not, in/not in, ==/!= and the four orderings each flip to their partner."""
     src = "r = (a is None, a is not b, a in c, a not in c, a == 1, a != 1, a > b, a >= b, a <= b)\n"
     afters = {m.after for m in mutants("m.py", src) if m.op == "compare"}
-    for old, new in [("a is None", "a is not None"), ("a is not b", "a is b"), ("a in c", "a not in c"),
-                     ("a not in c", "a in c"), ("a == 1", "a != 1"), ("a != 1", "a == 1"), ("a > b", "a >= b"),
-                     ("a >= b", "a > b"), ("a <= b", "a < b")]:
+    for old, new in [
+        ("a is None", "a is not None"),
+        ("a is not b", "a is b"),
+        ("a in c", "a not in c"),
+        ("a not in c", "a in c"),
+        ("a == 1", "a != 1"),
+        ("a != 1", "a == 1"),
+        ("a > b", "a >= b"),
+        ("a >= b", "a > b"),
+        ("a <= b", "a < b"),
+    ]:
         assert src.strip().replace(old, new, 1) in afters, old
 
 
@@ -96,8 +104,12 @@ def test_run_kills_what_the_tests_catch_and_reports_survivors(tmp_path):
     (repo / "tests").mkdir(parents=True)
     (repo / "pkg").mkdir()
     (repo / "pkg" / "__init__.py").write_text("")
-    (repo / "pkg" / "mod.py").write_text("def add(a, b):\n    return a + b\n\n\ndef scale(a):\n    return a * 1\n")
-    (repo / "tests" / "test_mod.py").write_text("from pkg.mod import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
+    (repo / "pkg" / "mod.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef scale(a):\n    return a * 1\n"
+    )
+    (repo / "tests" / "test_mod.py").write_text(
+        "from pkg.mod import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+    )
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     script = textwrap.dedent(
         f"""
@@ -129,8 +141,10 @@ def test_covering_tests_are_those_of_the_statement_fastest_first():
     """A mutant runs the tests of its statement's lines only, fastest first; (0, 0) means the whole file."""
     from scripts.mutation.coverage_map import covering
 
-    cmap = {"lines": {"m.py": {"3": ["t::slow", "t::a"], "4": ["t::b"], "9": ["t::c"]}},
-            "seconds": {"t::slow": 5.0, "t::a": 0.1, "t::b": 0.2, "t::c": 0.05}}
+    cmap = {
+        "lines": {"m.py": {"3": ["t::slow", "t::a"], "4": ["t::b"], "9": ["t::c"]}},
+        "seconds": {"t::slow": 5.0, "t::a": 0.1, "t::b": 0.2, "t::c": 0.05},
+    }
     assert covering(cmap, "m.py", (3, 3)) == ["t::a", "t::slow"]
     assert covering(cmap, "m.py", (4, 8)) == ["t::b"]
     assert covering(cmap, "m.py", (5, 8)) == []

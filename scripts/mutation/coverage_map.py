@@ -22,14 +22,38 @@ def build(root: Path, tests: list[str], sources: list[str], dest: Path) -> dict:
     present = [t for t in tests if (root / t).exists()]
     data_file = dest.with_suffix(".coverage")
     timing_file = dest.with_suffix(".timing.json")
-    env = {**os.environ, "COVERAGE_FILE": str(data_file), "MUTATION_TIMING": str(timing_file),
-           "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "pytest", *present, "-q", "-m", "not slow and not gpu", "-p", "no:cacheprovider",
-           "-p", PLUGIN, "--hypothesis-seed=0", "-W", "ignore", "--cov-context=test", "--cov-report=",
-           *[f"--cov={root / s}" for s in sorted({str(Path(s).parent) for s in sources})]]
+    env = {
+        **os.environ,
+        "COVERAGE_FILE": str(data_file),
+        "MUTATION_TIMING": str(timing_file),
+        "PYTHONPATH": str(root),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *present,
+        "-q",
+        "-m",
+        "not slow and not gpu",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        PLUGIN,
+        "--hypothesis-seed=0",
+        "-W",
+        "ignore",
+        "--cov-context=test",
+        "--cov-report=",
+        *[f"--cov={root / s}" for s in sorted({str(Path(s).parent) for s in sources})],
+    ]
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"the unmutated tests fail in {root}; fix them first:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+        raise SystemExit(
+            f"the unmutated tests fail in {root}; fix them first:\n{done.stdout[-3000:]}{done.stderr[-2000:]}"
+        )
 
     import coverage
 
@@ -38,7 +62,9 @@ def build(root: Path, tests: list[str], sources: list[str], dest: Path) -> dict:
     lines: dict[str, dict[int, list[str]]] = {}
     for source in sources:
         by_line = data.contexts_by_lineno(str((root / source).resolve()))
-        lines[source] = {int(n): sorted({c.rsplit("|", 1)[0] for c in ctx if c}) for n, ctx in by_line.items()}
+        lines[source] = {
+            int(n): sorted({c.rsplit("|", 1)[0] for c in ctx if c}) for n, ctx in by_line.items()
+        }
     seconds = json.loads(timing_file.read_text())
     result = {"lines": lines, "seconds": seconds}
     dest.write_text(json.dumps(result))

@@ -24,14 +24,44 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-ARITH = {ast.Add: ("+", "-"), ast.Sub: ("-", "+"), ast.Mult: ("*", "/"), ast.Div: ("/", "*"),
-         ast.FloorDiv: ("//", "/"), ast.Mod: ("%", "//"), ast.Pow: ("**", "*")}
-COMPARE = {ast.Lt: ("<", "<="), ast.LtE: ("<=", "<"), ast.Gt: (">", ">="), ast.GtE: (">=", ">"),
-           ast.Eq: ("==", "!="), ast.NotEq: ("!=", "=="), ast.Is: ("is not", "is"),
-           ast.IsNot: ("is not", "is"), ast.In: ("not in", "in"), ast.NotIn: ("not in", "in")}
+ARITH = {
+    ast.Add: ("+", "-"),
+    ast.Sub: ("-", "+"),
+    ast.Mult: ("*", "/"),
+    ast.Div: ("/", "*"),
+    ast.FloorDiv: ("//", "/"),
+    ast.Mod: ("%", "//"),
+    ast.Pow: ("**", "*"),
+}
+COMPARE = {
+    ast.Lt: ("<", "<="),
+    ast.LtE: ("<=", "<"),
+    ast.Gt: (">", ">="),
+    ast.GtE: (">=", ">"),
+    ast.Eq: ("==", "!="),
+    ast.NotEq: ("!=", "=="),
+    ast.Is: ("is not", "is"),
+    ast.IsNot: ("is not", "is"),
+    ast.In: ("not in", "in"),
+    ast.NotIn: ("not in", "in"),
+}
 BOOL = {ast.And: ("and", "or"), ast.Or: ("or", "and")}
-TALK = {"print", "warn", "info", "debug", "warning", "error", "exception", "write", "set_postfix",
-        "set_description", "update", "close", "refresh", "flush"}
+TALK = {
+    "print",
+    "warn",
+    "info",
+    "debug",
+    "warning",
+    "error",
+    "exception",
+    "write",
+    "set_postfix",
+    "set_description",
+    "update",
+    "close",
+    "refresh",
+    "flush",
+}
 TALK_OWNERS = {"log", "logger", "logging", "warnings", "bar", "pbar", "progress", "sys.stderr", "sys.stdout"}
 SKIP_MARK = "# mutants: skip"
 
@@ -187,7 +217,9 @@ class _Finder(ast.NodeVisitor):
         if type(node.op) not in ARITH or _stringy(node.value):
             return
         token, new = ARITH[type(node.op)]
-        self.token_between(self.span(node.target)[1], self.span(node.value)[0], token + "=", "arith", new + "=")
+        self.token_between(
+            self.span(node.target)[1], self.span(node.value)[0], token + "=", "arith", new + "="
+        )
 
     def visit_Compare(self, node: ast.Compare) -> None:
         self.generic_visit(node)
@@ -245,8 +277,10 @@ def _talks(call: ast.Call) -> bool:
         return func.id in {"print", "tqdm"}
     if isinstance(func, ast.Attribute):
         owner = ast.unparse(func.value)
-        return owner in TALK_OWNERS or (func.attr in TALK and owner.split(".")[-1] in TALK_OWNERS) or (
-            func.attr in {"warn", "info", "debug", "warning", "print"}
+        return (
+            owner in TALK_OWNERS
+            or (func.attr in TALK and owner.split(".")[-1] in TALK_OWNERS)
+            or (func.attr in {"warn", "info", "debug", "warning", "print"})
         )
     return False
 

@@ -21,8 +21,20 @@ from pathlib import Path
 
 from scripts.mutation.operators import Mutant
 
-HEAVY = ["torch", "torchvision", "numpy", "pandas", "scipy.io", "scipy.stats", "omegaconf", "hydra",
-         "matplotlib.pyplot", "pytest", "hypothesis", "PIL.Image"]
+HEAVY = [
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "scipy.io",
+    "scipy.stats",
+    "omegaconf",
+    "hydra",
+    "matplotlib.pyplot",
+    "pytest",
+    "hypothesis",
+    "PIL.Image",
+]
 KILLED_RC = {1, 2}  # tests failed / collection error (the mutant breaks an import)
 
 
@@ -40,8 +52,13 @@ def copy_tree(repo: Path, dest: Path, tests_ref: str | None) -> None:
     """The tracked (and untracked, not ignored) files of `repo` into `dest`; tests/ from `tests_ref` if given."""
     if dest.exists():
         shutil.rmtree(dest)
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, check=True,
-                           capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = repo / rel
         if src.is_file():
@@ -49,8 +66,9 @@ def copy_tree(repo: Path, dest: Path, tests_ref: str | None) -> None:
             shutil.copy2(src, dest / rel)
     if tests_ref:
         shutil.rmtree(dest / "tests")
-        archive = subprocess.run(["git", "archive", tests_ref, "tests"], cwd=repo, check=True,
-                                 capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", tests_ref, "tests"], cwd=repo, check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
 
 
@@ -62,15 +80,27 @@ def preload() -> None:
             __import__(name)
         except ImportError:
             pass
-    leaked = [m for m in sys.modules if m.split(".")[0] in {"adamx", "experiments", "data", "models", "tests"}]
+    leaked = [
+        m for m in sys.modules if m.split(".")[0] in {"adamx", "experiments", "data", "models", "tests"}
+    ]
     if leaked:
         raise RuntimeError(f"the parent imported project modules {leaked[:3]}; mutants would not be seen")
 
 
 def pytest_args(root: Path, tests: list[str]) -> list[str]:
     present = [t for t in tests if "::" in t or (root / t).exists()]
-    return [*present, "-x", "-q", "-m", "not slow and not gpu", "-p", "no:cacheprovider",
-            "--hypothesis-seed=0", "-W", "ignore"]
+    return [
+        *present,
+        "-x",
+        "-q",
+        "-m",
+        "not slow and not gpu",
+        "-p",
+        "no:cacheprovider",
+        "--hypothesis-seed=0",
+        "-W",
+        "ignore",
+    ]
 
 
 def fork_pytest(root: Path, tests: list[str], log: Path) -> int:
@@ -97,8 +127,13 @@ def fork_pytest(root: Path, tests: list[str], log: Path) -> int:
         os._exit(99)
 
 
-def run(mutants: list[tuple[Mutant, list[str], dict]], slots: list[Slot], timeouts: dict[str, float],
-        results: Path, progress) -> None:
+def run(
+    mutants: list[tuple[Mutant, list[str], dict]],
+    slots: list[Slot],
+    timeouts: dict[str, float],
+    results: Path,
+    progress,
+) -> None:
     """Run every (mutant, tests, extra fields) job, len(slots) at a time; one JSON line per mutant to `results`."""
     queue = list(mutants)
     busy: list[Slot] = []
@@ -143,8 +178,18 @@ def run(mutants: list[tuple[Mutant, list[str], dict]], slots: list[Slot], timeou
 
 def row(m: Mutant, verdict: str, rc: int | None, seconds: float, fields: dict) -> dict:
     """One line of the results file."""
-    return {"key": m.key, "path": m.path, "line": m.line, "op": m.op, "before": m.before, "after": m.after,
-            "verdict": verdict, "rc": rc, "seconds": round(seconds, 2), **fields}
+    return {
+        "key": m.key,
+        "path": m.path,
+        "line": m.line,
+        "op": m.op,
+        "before": m.before,
+        "after": m.after,
+        "verdict": verdict,
+        "rc": rc,
+        "seconds": round(seconds, 2),
+        **fields,
+    }
 
 
 _ORIGINALS: dict[tuple[str, str], str] = {}
