@@ -88,6 +88,7 @@ def figure4_data(t: np.ndarray | None = None) -> Curves:
             lambda s, fn=fn, p=DEFAULT_BETA2[name]: fn(s, p), t
         )
         for name, fn in BETA2_SCHEDULES.items()
+        if name in SCHEDULE_LABELS  # the paper's four; schedules a user registered are not the paper's
     }
 
 

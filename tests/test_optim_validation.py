@@ -139,7 +139,10 @@ def _train(opt, params, start: int, steps: int) -> None:
         opt.step()
 
 
-def test_registered_schedule_is_used_and_survives_weights_only_load() -> None:
+def test_registered_schedule_is_used_and_survives_weights_only_load(monkeypatch) -> None:
+    # registrations are global: give this test its own copies of the registries so no later test sees them
+    monkeypatch.setattr(S, "BETA2_SCHEDULES", dict(S.BETA2_SCHEDULES))
+    monkeypatch.setattr(S, "ONE_MINUS_BETA2_SCHEDULES", dict(S.ONE_MINUS_BETA2_SCHEDULES))
     adamx.register_beta2_schedule("test-adam-copy", _adam_copy, one_minus=S.one_minus_beta2_hat_adam)
     adamx.register_beta2_schedule("test-slow-linear", _slow_linear)
     # the registered function is what runs: a copy of Adam's schedule gives Adam's numbers bit for bit
