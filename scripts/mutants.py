@@ -49,6 +49,21 @@ def fingerprint(group: str, path: str, root: Path = ROOT) -> str:
     return h.hexdigest()[:12]
 
 
+def source_hash(path: str, root: Path = ROOT) -> str:
+    return hashlib.sha1((root / path).read_bytes()).hexdigest()[:12]
+
+
+def still_killed(row: dict | None, args: argparse.Namespace, root: Path) -> bool:
+    """With --keep-killed, a mutant killed before stays killed while its file is unchanged: tests were only
+    added since (this project never weakens a test), so only the survivors need to run again."""
+    return bool(
+        args.keep_killed
+        and row
+        and row["verdict"] in ("killed", "timeout")
+        and row.get("src") == source_hash(row["path"], root)
+    )
+
+
 def group_mutants(group: str, root: Path, sample: int | None) -> list[Mutant]:
     found = []
     for path in GROUPS[group]["sources"]:
@@ -134,9 +149,10 @@ def cmd_run(args: argparse.Namespace) -> None:
                 m
                 for m in group_mutants(group, slots[0].root, args.sample)
                 if done.get(m.key, {}).get("fp") != fps[m.path]
+                and not still_killed(done.get(m.key), args, slots[0].root)
             ]
             for m in todo:
-                fields = {"group": group, "fp": fps[m.path]}
+                fields = {"group": group, "fp": fps[m.path], "src": source_hash(m.path, slots[0].root)}
                 tests = coverage_map.covering(cmap, m.path, m.lines)
                 if not tests:  # no test runs this statement: a survivor, no need to run it
                     results.write(json.dumps(runner.row(m, "uncovered", None, 0.0, fields)) + "\n")
@@ -209,18 +225,23 @@ def _row(group: str, path: str, c: Counter) -> str:
 def current(rows: dict[str, dict]) -> list[dict]:
     """The rows that still describe the code and tests: their mutant still exists and, where the row carries
     a fingerprint, neither the file nor the group's tests changed since."""
-    live, stale = [], 0
+    live, stale, carried = [], 0, 0
     for group, spec in GROUPS.items():
         for path in spec["sources"]:
-            fp = fingerprint(group, path)
+            fp, src = fingerprint(group, path), source_hash(path)
             for m in mutants(path, (ROOT / path).read_text()):
                 row = rows.get(m.key)
                 if row is None:
                     continue
                 if row.get("fp", fp) != fp:
-                    stale += 1
-                    continue
+                    if row["verdict"] in ("killed", "timeout") and row.get("src") == src:
+                        carried += 1  # killed by an earlier suite; tests were only added since
+                    else:
+                        stale += 1
+                        continue
                 live.append(row)
+    if carried:
+        print(f"({carried} kills carried over from an earlier suite on unchanged files: --keep-killed)")
     if stale:
         print(
             f"({stale} results left out: their file or tests changed since they ran; `run` again to redo them)"
@@ -260,6 +281,11 @@ def main() -> None:
     )
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--workdir", default=None)
+    p.add_argument(
+        "--keep-killed",
+        action="store_true",
+        help="after adding tests: rerun only survivors of unchanged files",
+    )
     p = sub.add_parser("report", help="score per group and file; survivors")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args()

@@ -171,3 +171,7 @@ def test_report_leaves_out_results_whose_file_or_tests_changed():
     assert len(cli.current(rows)) == 1
     rows[m.key]["fp"] = "0" * 12
     assert cli.current(rows) == []
+    rows[m.key]["src"] = cli.source_hash(path)  # tests changed, file did not: a kill still stands ...
+    assert len(cli.current(rows)) == 1
+    rows[m.key]["verdict"] = "survived"  # ... but a survivor must run against the new tests
+    assert cli.current(rows) == []
