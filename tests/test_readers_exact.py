@@ -196,10 +196,10 @@ def test_voc_train_targets_drop_exactly_the_difficult_objects(voc_root):
 def test_read_split_ids_order_whitespace_and_duplicates(tmp_path):
     """Ids reordered, blank lines or padding kept as ids, or a repeat not reported with its count."""
     f = tmp_path / "train.txt"
-    f.write_text("b\n  a  \n\nc\nb\nb\n")
+    f.write_text("b\n  a  \n\nc\nb\nb\nc\n")
     problems: list[str] = []
     assert read_split_ids(f, "get it.", problems) == ["b", "a", "c"]
-    assert problems == [f"{f}: lists b 3 times; each image once."]
+    assert problems == [f"{f}: lists b 3 times; each image once.", f"{f}: lists c 2 times; each image once."]
     missing: list[str] = []
     assert read_split_ids(tmp_path / "none.txt", "extract it.", missing) == []
     assert missing == [f"{tmp_path / 'none.txt'}: is missing; extract it."]
