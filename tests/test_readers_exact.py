@@ -327,3 +327,31 @@ def test_cifar_md5_source_and_message(cifar_root, tmp_path):
     msg = cifar_reader.md5_problem(folder / "meta", "0" * 32)
     assert msg.startswith(f"{folder / 'meta'}: has md5 {md5['meta']} where {'0' * 32} is expected; ")
     assert cifar_reader.md5_problem(tmp_path / "gone", "x").startswith(f"{tmp_path / 'gone'}: is missing; ")
+
+
+# --- digits --------------------------------------------------------------------------------------------
+
+
+def test_digits_images_keep_their_labels_and_the_training_statistics():
+    """Images and labels split apart, eval normalised with its own statistics, or the 360-image test split
+    resized: every eval image, un-normalised with the training mean/std, is a scikit-learn digit of its label."""
+    from sklearn.datasets import load_digits
+
+    bundle = build_datasets("digits")
+    (xt, yt), (xe, ye) = bundle.train.tensors, bundle.eval.tensors
+    assert (len(yt), len(ye)) == (1437, 360) and xt.shape[1:] == (1, 8, 8)
+    assert abs(float(xt.double().mean())) < 1e-6 and abs(float(xt.double().std(unbiased=False)) - 1) < 1e-5
+    # raw pixels are 0..16, so the training values are -m/s + v / (16 s): recover m and s from them
+    levels = np.unique(xt.double().numpy().round(5))
+    step = float(np.min(np.diff(levels)))
+    s = 1 / (16 * step)
+    m = -float(levels[0]) * s
+    digits = load_digits()
+    known = {img.astype(np.int64).tobytes(): int(t) for img, t in zip(digits.images, digits.target)}
+    for x, y in ((xt, yt), (xe, ye)):
+        raw = (x.double().numpy()[:, 0] * s + m) * 16
+        assert np.abs(raw - raw.round()).max() < 1e-3
+        for img, label in zip(raw.round().astype(np.int64), y.tolist()):
+            assert known[img.tobytes()] == label
+    counts = np.bincount(ye.numpy(), minlength=10)
+    assert counts.sum() == 360 and counts.min() >= 35 and counts.max() <= 37  # stratified: 20 % of each class
