@@ -447,3 +447,20 @@ def test_eval_transform_resizes_image_only():
     img, mask = _pair(SPARSE)
     image, target = EvalTransform(size=8)(img, mask)
     assert image.shape == (3, 8, 8) and target.numpy().tolist() == SPARSE.tolist()
+
+
+def test_voc_augmentation_is_reproducible_from_the_generator():
+    """Draws taken from the global RNG instead of the generator: same seed, same canvas, boxes and geometry."""
+    img = _halves(80, 60)
+    box = np.array([[10, 10, 60, 50]], np.float32)
+
+    def run(seed: int, global_seed: int):
+        torch.manual_seed(global_seed)  # the global RNG must not matter
+        return letterbox(img, box, 64, AugmentConfig(), torch.Generator().manual_seed(seed))
+
+    runs = [run(4, g) for g in range(8)]
+    c1, b1, k1, g1 = runs[0]
+    for c2, b2, k2, g2 in runs[1:]:
+        assert np.array_equal(np.asarray(c1), np.asarray(c2)) and np.array_equal(b1, b2)
+        assert np.array_equal(k1, k2) and g1 == g2
+    assert run(5, 0)[3] != g1

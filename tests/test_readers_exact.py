@@ -355,3 +355,33 @@ def test_digits_images_keep_their_labels_and_the_training_statistics():
             assert known[img.tobytes()] == label
     counts = np.bincount(ye.numpy(), minlength=10)
     assert counts.sum() == 360 and counts.min() >= 35 and counts.max() <= 37  # stratified: 20 % of each class
+
+
+# --- the checkers' histograms --------------------------------------------------------------------------
+
+
+def test_voc_check_item_counts_objects_per_class_difficult_included(tmp_path):
+    """The histogram counting images instead of objects, dropping difficult ones, or shifting class names."""
+    from data.voc.check import check_item
+
+    xml = _xml(
+        tmp_path,
+        [("dog", 1, 1, 5, 5, "0"), ("dog", 6, 6, 9, 9, "1"), ("tvmonitor", 2, 2, 4, 4, None)],
+        width=20,
+        height=10,
+    )
+    Image.new("RGB", (20, 10), (1, 2, 3)).save(tmp_path / "a.jpg", quality=95)
+    report = check_item("VOC2007 test", str(tmp_path / "a.jpg"), str(xml))
+    assert report.problems == [] and report.images == 1
+    assert dict(report.classes) == {"dog": 2, "tvmonitor": 1}
+
+
+def test_sbd_check_item_counts_images_per_class_without_void(tmp_path):
+    """The SBD histogram counting pixels, counting the 255 void as a class, or mislabelling class 20."""
+    from data.sbd.check import check_item
+
+    seg = np.array([[0, 0, 20, 255], [15, 15, 15, 0]], np.uint8)
+    write_mat(tmp_path / "m.mat", seg)
+    Image.new("RGB", (4, 2), (1, 2, 3)).save(tmp_path / "i.jpg", quality=95)
+    report = check_item("train", str(tmp_path / "i.jpg"), str(tmp_path / "m.mat"))
+    assert report.problems == [] and dict(report.classes) == {"background": 1, "tvmonitor": 1, "person": 1}
