@@ -464,3 +464,35 @@ def test_voc_augmentation_is_reproducible_from_the_generator():
         assert np.array_equal(np.asarray(c1), np.asarray(c2)) and np.array_equal(b1, b2)
         assert np.array_equal(k1, k2) and g1 == g2
     assert run(5, 0)[3] != g1
+
+
+def _uniform_at(fractions: list[float]):
+    """A stand-in for voc augment's ``_uniform``: the k-th call returns low + (high - low) * fractions[k]."""
+    queue = list(fractions)
+
+    def fake(low, high, generator=None):
+        return low + (high - low) * queue.pop(0)
+
+    return fake
+
+
+def test_letterbox_zoom_and_shift_land_exactly(monkeypatch):
+    """The zoom or a shift drawn into the wrong axis, sign or unit (pixels and boxes moved alike, so only
+    exact values tell): zoom 1.5, x shifted +6.4, y shifted -6.4 px (0.1 of the 64-px canvas)."""
+    # draws in order: hue, saturation, value (all 0-width here), zoom, x shift, y shift
+    monkeypatch.setattr(voc_aug, "_uniform", _uniform_at([0.5, 0.5, 0.5, 1.0, 1.0, 0.0]))
+    cfg = AugmentConfig(scale=0.5, translate=0.1, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0)
+    img = _halves(32, 64)  # 32 wide, 64 high (fit 1): black where x < 8
+    box = np.array([[4, 20, 20, 40]], np.float32)
+    canvas, boxes, keep, geometry = letterbox(img, box, 64, cfg, torch.Generator().manual_seed(0))
+    # pad_x = 32 + 6.4 - 1.5 * 32 / 2 = 14.4; pad_y = 32 - 6.4 - 1.5 * 64 / 2 = -22.4
+    assert (
+        geometry["scale"] == 1.5 and geometry["pad"] == pytest.approx((14.4, -22.4)) and not geometry["flip"]
+    )
+    # x: 4 * 1.5 + 14.4 = 20.4, 20 * 1.5 + 14.4 = 44.4; y: 20 * 1.5 - 22.4 = 7.6, 40 * 1.5 - 22.4 = 37.6
+    np.testing.assert_allclose(boxes[0], [20.4, 7.6, 44.4, 37.6], atol=1e-4)
+    assert keep.tolist() == [True]
+    a = np.asarray(canvas).astype(int)
+    # the image spans columns 14.4 .. 62.4 (all rows); its black quarter ends at x = 8 * 1.5 + 14.4 = 26.4
+    assert (a[:, :14] == 114).all() and (a[:, 63] == 114).all()
+    assert (a[:, 15:26] == 0).all() and (a[:, 27:62] == 255).all()
