@@ -404,3 +404,69 @@ def test_steps_median_and_text():
     assert make_tables.fmt_steps([None, None]) == "not reached (0/2 reached)"
     assert make_tables.target_label({"metric": "map50", "value": 50}, METRICS) == "steps to map50 >= 50"
     assert make_tables.target_label({"train_loss": 0.001}, METRICS) == "steps to train loss <= 0.001"
+
+
+# --- run directories read from the path, landmarks CSV ---------------------------------------------------
+
+
+def test_run_names_from_the_path_when_config_is_missing(tmp_path):
+    """A copied-in run without config.yaml filed under the wrong experiment, model, optimizer or seed (path
+    parts off by one, '_' not turned back into '+'); Hydra's own .hydra folder taken for a run."""
+    d = tmp_path / "runs" / "table7" / "efficientnetv2_m" / "adam_adamx" / "seed3"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"status": "finished"}))
+    (d / ".hydra").mkdir()
+    (d / ".hydra" / "config.yaml").write_text("seed: 99\n")
+    bad = tmp_path / "runs" / "table7" / "efficientnetv2_m" / "adam" / "seed0"
+    bad.mkdir(parents=True)
+    (bad / "summary.json").write_text("{not json")
+    runs = find_runs(tmp_path / "runs")
+    assert [(r.experiment, r.model, r.optimizer, r.seed, r.status) for r in runs] == [
+        ("table7", "efficientnetv2_m", "adam", 0, "unknown"),
+        ("table7", "efficientnetv2_m", "adam+adamx", 3, "finished"),
+    ]
+    assert runs[0].reason == "summary.json is not valid JSON"
+
+
+def test_landmarks_csv_every_cell(tmp_path):
+    """A landmark window shifted by one step, the area's start step included, or a p-value in the wrong row."""
+    root = tmp_path / "runs"
+    spec = {
+        "caption": "lm",
+        "columns": ["top1_err"],
+        "reference": "adamx",
+        "landmarks": [3, 5],
+        "landmark_window": 2,
+        "auc_after": 3,
+        "rows": {"adamx": {"label": "AdamX", "values": {}}, "adam": {"label": "Adam", "values": {}}},
+    }
+    losses = {
+        ("adamx", 0): [8.0, 4.0, 2.0, 1.0, 0.5],  # loss@3 = (4 + 2) / 2 = 3, loss@5 = 0.75, area>3 = 1.5
+        ("adamx", 1): [8.0, 6.0, 2.0, 2.0, 1.0],  # 4, 1.5, 3
+        ("adam", 0): [8.0, 8.0, 4.0, 2.0, 2.0],  # 6, 2, 4
+        ("adam", 1): [8.0, 8.0, 6.0, 4.0, 2.0],  # 7, 3, 6
+    }
+    for (opt, seed), loss in losses.items():
+        d = write_run(root, "exp_lm", opt, seed, {"top1_err": [1.0]})
+        (d / "train.csv").write_text(
+            "step,epoch,loss\n" + "".join(f"{s},1,{v}\n" for s, v in enumerate(loss, start=1))
+        )
+    res = make_tables.compute_landmarks("exp_lm", spec, find_runs(root))
+    lines = {
+        (r["optimizer"], r["quantity"]): r
+        for r in csv.DictReader(make_tables.landmarks_csv(res).splitlines())
+    }
+    expected = {
+        "adamx": {"loss@3": [3.0, 4.0], "loss@5": [0.75, 1.5], "area>3": [1.5, 3.0]},
+        "adam": {"loss@3": [6.0, 7.0], "loss@5": [2.0, 3.0], "area>3": [4.0, 6.0]},
+    }
+    for opt, cols in expected.items():
+        for col, vals in cols.items():
+            line = lines[opt, col]
+            assert [float(v) for v in line["values"].split(";")] == vals
+            assert float(line["mean"]) == sum(vals) / 2 and line["n"] == "2"
+            if opt == "adamx":
+                assert line["p_vs_reference"] == ""
+            else:
+                ref = expected["adamx"][col]
+                assert float(line["p_vs_reference"]) == pytest.approx(welch_by_hand(vals, ref), rel=1e-6)
