@@ -385,3 +385,30 @@ def test_sbd_check_item_counts_images_per_class_without_void(tmp_path):
     Image.new("RGB", (4, 2), (1, 2, 3)).save(tmp_path / "i.jpg", quality=95)
     report = check_item("train", str(tmp_path / "i.jpg"), str(tmp_path / "m.mat"))
     assert report.problems == [] and dict(report.classes) == {"background": 1, "tvmonitor": 1, "person": 1}
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        ([0, 99, 5], None),
+        ([0, 100, 5], "[100]"),
+        ([-1, 3, 7], "[-1]"),
+        ([0, 1], "2 fine_labels for 3 images"),
+    ],
+)
+def test_cifar_check_label_range_boundaries(tmp_path, labels, problem):
+    """The fine-label range off by one (99 refused or 100 accepted), or a label count mismatch let through."""
+    import hashlib
+
+    from data.cifar.check import check_item
+
+    path = tmp_path / "train"
+    obj = {"data": np.zeros((3, 3072), np.uint8), "fine_labels": labels}
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+    report = check_item("train", str(path), hashlib.md5(path.read_bytes()).hexdigest())
+    if problem is None:
+        assert report.problems == [] and report.images == 3
+        assert dict(report.classes) == {"apple": 1, "worm": 1, "bed": 1}  # classes 0, 99 and 5
+    else:
+        assert len(report.problems) == 1 and problem in report.problems[0]
