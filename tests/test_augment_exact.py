@@ -496,3 +496,54 @@ def test_letterbox_zoom_and_shift_land_exactly(monkeypatch):
     # the image spans columns 14.4 .. 62.4 (all rows); its black quarter ends at x = 8 * 1.5 + 14.4 = 26.4
     assert (a[:, :14] == 114).all() and (a[:, 63] == 114).all()
     assert (a[:, 15:26] == 0).all() and (a[:, 27:62] == 255).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_roots(tmp_path_factory) -> dict[str, object]:
+    from data.fixtures import write_fixture
+
+    base = tmp_path_factory.mktemp("tiny_roots")
+    return {
+        "sbd": write_fixture("sbd", base / "sbd", n_train=1, n_val=1),
+        "voc": write_fixture("voc", base / "voc", n_trainval07=1, n_test07=1, n_trainval12=1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ok"),
+    [
+        ({"flip": 1.0}, True),
+        ({"flip": 0.0}, True),
+        ({"flip": 1.01}, False),
+        ({"flip": -0.01}, False),
+        ({"scale": [1.0, 1.0]}, True),  # low == high: a fixed scale
+        ({"scale": [0.0, 1.0]}, False),
+        ({"img_size": 16}, True),
+        ({"img_size": 15}, False),
+    ],
+)
+def test_sbd_option_boundaries(tiny_roots, kwargs, ok):
+    """A strict bound where the edge is valid (flip 1.0, scale [1, 1], img_size 16) or an open one where it is not."""
+    from data import build_datasets
+
+    if ok:
+        bundle = build_datasets("sbd", root=tiny_roots["sbd"], **kwargs)
+        assert isinstance(bundle.train.transforms, TrainTransform)
+    else:
+        with pytest.raises(ValueError):
+            build_datasets("sbd", root=tiny_roots["sbd"], **kwargs)
+
+
+@pytest.mark.parametrize(("img_size", "ok"), [(32, True), (320, True), (48, False), (100, False)])
+def test_voc_img_size_multiple_of_32(tiny_roots, img_size, ok):
+    """An image size YOLOv7-tiny's stride 32 cannot divide let through, or a multiple of 32 refused."""
+    from data import build_datasets
+
+    if ok:
+        image, _ = build_datasets("voc", root=str(tiny_roots["voc"]), img_size=img_size, augment=False).eval[
+            0
+        ]
+        assert image.shape == (3, img_size, img_size)
+    else:
+        with pytest.raises(ValueError, match=f"img_size={img_size} must be a multiple of 32"):
+            build_datasets("voc", root=str(tiny_roots["voc"]), img_size=img_size)
