@@ -77,7 +77,9 @@ def test_mid_epoch_start_gives_exactly_the_remaining_indices(drop_last, n, start
     assert sum(batches(loader.epoch(1)), []) == full  # the next epoch() call starts at batch 0 again
 
 
-@pytest.mark.parametrize("world, n, drop_last", [(2, 21, False), (2, 16, True), (4, 37, True), (4, 37, False)])
+@pytest.mark.parametrize(
+    "world, n, drop_last", [(2, 21, False), (2, 16, True), (4, 37, True), (4, 37, False)]
+)
 def test_ddp_ranks_split_each_global_batch_disjointly_and_completely(world, n, drop_last):
     """Catches rank slices that overlap, interleave wrongly, or keep a partial global batch on one rank."""
     global_batch = 8
@@ -103,7 +105,9 @@ def test_ddp_ranks_split_each_global_batch_disjointly_and_completely(world, n, d
 
 def test_eval_shards_are_every_worldth_sample_once():
     """Catches evaluation shards that overlap or drop the tail (each sample once across ranks)."""
-    shards = [batches(eval_loader(indexed(10), torch.utils.data.default_collate, 2, 0, r, 3)) for r in range(3)]
+    shards = [
+        batches(eval_loader(indexed(10), torch.utils.data.default_collate, 2, 0, r, 3)) for r in range(3)
+    ]
     assert shards == [[[0, 3], [6, 9]], [[1, 4], [7]], [[2, 5], [8]]]
     assert batches(eval_loader(indexed(5), torch.utils.data.default_collate, 2)) == [[0, 1], [2, 3], [4]]
 
