@@ -14,6 +14,7 @@ from experiments.detection.boxes import box_iou, paired_ciou, paired_iou, xywh_t
 from experiments.detection.loss import YoloLoss
 from experiments.detection.postprocess import nms
 from experiments.detection.voc_map import all_point_ap, voc_ap_per_class, voc_map
+from experiments.tasks.detection import DetectionTask, to_original
 
 
 def gt(boxes, labels, difficult=None):
@@ -270,3 +271,28 @@ def test_nms_iou_threshold_is_strict_and_defaults_to_065():
     assert below[:, 4].tolist() == pytest.approx([0.9, 0.9, 0.9])  # A, B, C alone
     (top2,) = nms(d, max_det=2)
     assert top2[:, 4].tolist() == pytest.approx([0.9, 0.9])
+
+
+# ------------------------------------------------------------------ evaluation bookkeeping
+
+
+def test_to_original_undoes_pad_then_scale_and_clips_to_a_non_square_image():
+    """Catches pad and scale undone in the wrong order, x/y pads swapped, or h and w swapped in the clip."""
+    meta = {"pad": (10.0, 20.0), "scale": 0.5, "orig_size": (100, 300)}  # (h, w)
+    d = np.array([[10, 20, 110, 70, 0.9, 3], [0, 0, 200, 90, 0.8, 1]], dtype=np.float32)
+    # row 1: x (10 - 10) / .5 = 0, (110 - 10) / .5 = 200; y (20 - 20) / .5 = 0, (70 - 20) / .5 = 100
+    # row 2: x -20 -> 0, 380 -> 300 (w); y -40 -> 0, 140 -> 100 (h)
+    expected = [[0, 0, 200, 100, 0.9, 3], [0, 0, 300, 100, 0.8, 1]]
+    np.testing.assert_allclose(to_original(d, meta), expected, rtol=1e-6)
+
+
+def test_score_counts_an_image_repeated_by_sampler_padding_once():
+    """Catches records of a padded (repeated) image counted twice, doubling its positives."""
+    task = DetectionTask(num_classes=1, coco_metrics=False)
+    gt_a = gt([[0, 0, 10, 10]], [0])
+    gt_b = gt([[0, 0, 10, 10]], [0])
+    found, missed = dets([[0, 0, 10, 10, 0.9, 0]]), dets([])
+    rank0 = [("a", found, gt_a), ("b", missed, gt_b)]
+    rank1 = [("b", missed, gt_b)]  # the DistributedSampler's padding repeats image b
+    # 2 positives, 1 found: AP = 1/2 (counted twice, b would make it 1/3)
+    assert task.score([rank0, rank1]) == {"map50": 0.5, "map75": 0.5}
