@@ -212,3 +212,11 @@ def test_table_reader_best_and_final_with_a_nan_tail():
     assert best_and_final(df, {**SPEC, "higher_is_better": True}) == (50.0, 1.0, 45.0)
     df = pd.DataFrame({"epoch": [1, 2], "step": [4, 8], "top1_err": [math.nan, math.nan]})
     assert best_and_final(df, SPEC) is None
+
+
+def test_a_tie_keeps_the_earlier_best_and_final_is_the_last_evaluation(tmp_path):
+    """Catches '<=' for '<' in the best comparison (a tie would move best.pt to a later epoch)."""
+    summary = _trainer(tmp_path, ScriptedTask([40.0, 40.0, 45.0]), 3).fit()
+    assert summary["best"]["top1_err"] == {"value": 40.0, "epoch": 1, "step": 4}
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["step"] == 4
+    assert summary["final"] == {"epoch": 3, "step": 12, "metrics": {"top1_err": 45.0}}
