@@ -184,3 +184,57 @@ def test_trainer_resume_replays_exactly_the_remaining_batches(tmp_path, stop_at)
     every = _epoch_batches(0) + _epoch_batches(1) + _epoch_batches(2)
     assert first.seen == every[:stop_at]
     assert second.seen == every[stop_at:]
+
+
+# ------------------------------------------------------------------ the device-resident (CIFAR) loader
+
+
+def device_bundle(n: int):
+    """A tiny device-resident CIFAR whose labels are the sample indices."""
+    import numpy as np
+
+    from data.cifar.device import DeviceResidentCifar
+
+    images = np.zeros((n, 2, 2, 3), dtype=np.uint8)
+    return DeviceResidentCifar({"train": (images, list(range(n))), "eval": (images[:2], [0, 1])})
+
+
+def device_order(seed: int, epoch: int, n: int) -> list[int]:
+    """DeviceEpochLoader's rule: one permutation from the generator seeded with epoch_seed + 1."""
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + 12_345) % 2**63 + 1)
+    return torch.randperm(n, generator=gen).tolist()
+
+
+def device_batches(loader) -> list[list[int]]:
+    return [labels.tolist() for _, labels in loader]
+
+
+@pytest.mark.parametrize("drop_last, sizes", [(True, [6, 6, 6]), (False, [6, 6, 6, 2])])
+def test_device_loader_epochs_follow_the_seed_and_resume_mid_epoch(drop_last, sizes):
+    """Catches a device loader that reuses one order for every epoch or restarts a resumed epoch."""
+    from experiments.loaders import DeviceEpochLoader
+
+    loader = DeviceEpochLoader(device_bundle(20), 6, drop_last, torch.device("cpu"), seed=2)
+    assert len(loader) == len(sizes)
+    epochs = []
+    for epoch in (0, 1):
+        got = device_batches(loader.epoch(epoch))
+        assert [len(b) for b in got] == sizes
+        assert sum(got, []) == device_order(2, epoch, 20)[: sum(sizes)]
+        epochs.append(got)
+    assert epochs[0] != epochs[1]
+    assert device_batches(loader.epoch(1, start=2)) == epochs[1][2:]
+
+
+def test_device_loader_ddp_ranks_take_disjoint_strides_of_one_permutation():
+    """Catches ranks drawing different permutations (overlapping samples) or one rank's stride shifted."""
+    from experiments.loaders import DeviceEpochLoader
+
+    order = device_order(2, 1, 21)[:20]  # 21 = 2 * 10 + 1: the odd sample out is dropped
+    seen = []
+    for rank in (0, 1):
+        loader = DeviceEpochLoader(device_bundle(21), 6, False, torch.device("cpu"), 2, rank, 2)
+        got = device_batches(loader.epoch(1))
+        assert got == [order[rank::2][i : i + 3] for i in range(0, 9, 3)]  # 10 per rank: 3 batches of 3
+        seen += sum(got, [])
+    assert len(seen) == len(set(seen)) == 18
