@@ -126,3 +126,35 @@ def test_resumed_run_continues_the_schedule_at_the_saved_step(tmp_path):
     train = pd.read_csv(tmp_path / "train.csv")
     assert train.step.tolist() == list(range(1, 9))
     assert train.lr.tolist() == pytest.approx(APPLIED, rel=1e-12)
+
+
+class RecordingHessianSGD(RecordingSGD):
+    """SGD with SophiaG's ``update_hessian`` hook, recording after how many optimizer steps it runs."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, lr)
+        self.refreshed_after = []
+
+    def update_hessian(self):
+        self.refreshed_after.append(len(self.used))
+
+
+def test_hessian_refreshes_after_exactly_every_kth_global_step(tmp_path):
+    """Catches a refresh schedule shifted by one (after steps 1, 4, 7 instead of 3, 6, 9: the same count)
+    or counted per epoch instead of over the run."""
+    data = torch.utils.data.TensorDataset(torch.randn(10, 4), torch.randint(0, 3, (10,)))
+    model = torch.nn.Linear(4, 3)
+    task = build_task("classification", num_classes=3)
+    optimizer = RecordingHessianSGD(model.parameters(), lr=0.1)
+    Trainer(
+        task=task,
+        model=model,
+        optimizer=optimizer,
+        train_data=train_loader(data, task.collate, 2, seed=0),  # 5 steps per epoch, 10 in all
+        eval_data=[(torch.randn(2, 4), torch.randint(0, 3, (2,)))],
+        lr_factor=lambda step: 1.0,
+        run_dir=tmp_path,
+        config=TrainerConfig(device="cpu", progress=False, epochs=2),
+        hessian_interval=3,
+    ).fit()
+    assert optimizer.refreshed_after == [3, 6, 9]
