@@ -321,3 +321,41 @@ def test_bf16_step_is_the_float32_step_rounded_once(path: str) -> None:
     )
     assert out16[0] == torch.tensor(out32[0]).to(torch.bfloat16).float().tolist()
     assert opt.state[p]["exp_avg"].dtype == torch.float32
+
+
+def test_trainer_refreshes_sophiag_hessian_after_exactly_every_kth_step(tmp_path) -> None:
+    """With hessian_update_interval k = 3 the Trainer refreshes h after optimizer steps 3, 6, 9, 12, 15 of 16
+    (two epochs of 8): the same count as a schedule shifted by one (1, 4, 7, ...), so the steps are checked."""
+    from experiments.loaders import train_loader
+    from experiments.tasks import build_task
+    from experiments.trainer import Trainer, TrainerConfig
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(32, 8), torch.randint(0, 4, (32,)))
+    model = torch.nn.Linear(8, 4)
+    task = build_task("classification", num_classes=4)
+    opt = adamx.SophiaG(model.parameters(), lr=1e-3)
+    refreshed_after = []
+    update = opt.update_hessian
+
+    def spy() -> None:
+        refreshed_after.append(opt.state[model.weight]["step"])  # optimizer steps taken so far
+        update()
+
+    opt.update_hessian = spy
+    trainer = Trainer(
+        task=task,
+        model=model,
+        optimizer=opt,
+        train_data=train_loader(data, task.collate, 4, seed=0),
+        eval_data=[],
+        lr_factor=lambda step: 1.0,
+        run_dir=tmp_path,
+        config=TrainerConfig(device="cpu"),
+        hessian_interval=3,
+    )
+    trainer.train_epoch()
+    trainer.epoch = 1
+    trainer.train_epoch()
+    assert trainer.step == 16
+    assert refreshed_after == [3, 6, 9, 12, 15]
