@@ -359,3 +359,51 @@ def test_trainer_refreshes_sophiag_hessian_after_exactly_every_kth_step(tmp_path
     trainer.train_epoch()
     assert trainer.step == 16
     assert refreshed_after == [3, 6, 9, 12, 15]
+
+
+# ---- parameters at different step counts in one group; foreach chunks ------------------------------------
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_parameters_at_different_steps_use_their_own_t(path: str) -> None:
+    """A parameter that had no gradient at step 1 takes its FIRST step (t = 1: m = g, v = g^2) while its
+    neighbour in the same group takes its second (t = 2): one t for the whole group would move it differently."""
+    a = torch.tensor([2.0], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([2.0], dtype=torch.float64, requires_grad=True)
+    opt = adamx.AdamX([a, b], lr=0.1, betas=(0.5, 0.5), eps=0.1, weight_decay=0.5, **_path_kw(path))
+    a.grad = torch.tensor([0.3], dtype=torch.float64)
+    opt.step()  # b has no grad: untouched, no state
+    assert b.item() == 2.0 and b not in opt.state
+    a.grad = torch.tensor([-0.1], dtype=torch.float64)
+    b.grad = torch.tensor([0.3], dtype=torch.float64)
+    opt.step()
+    # a: t = 2, the second step of test_adamx_second_step_by_hand; b: t = 1, its first step
+    v2 = (2 - SQRT2) * 0.09 + (SQRT2 - 1) * 0.01
+    assert a.item() == pytest.approx(1.825 * 0.95 - 0.1 * (1 / 30) / (math.sqrt(v2) + 0.1), rel=1e-12)
+    assert b.item() == pytest.approx(1.825, rel=1e-12)
+    assert (int(opt.state[a]["step"]), int(opt.state[b]["step"])) == (2, 1)
+
+
+def test_foreach_chunks_step_every_tensor_exactly_once() -> None:
+    """The CPU foreach path runs in chunks of ~1M elements: tensors on both sides of a chunk boundary (and a
+    tensor that alone exceeds it) each take exactly one step."""
+    sizes = [700_000, 700_000, 3, (1 << 20) + 1, 5]
+    params = [torch.zeros(n, requires_grad=True) for n in sizes]
+    opt = adamx.AdamX(params, lr=0.5, eps=1.0, weight_decay=0.0, foreach=True)
+    for k, p in enumerate(params):
+        p.grad = torch.full_like(p, float(k + 1))
+    opt.step()
+    for k, p in enumerate(params):
+        g = float(k + 1)  # t = 1: theta = 0 - lr g / (|g| + eps)
+        expected = torch.tensor(-0.5 * g / (g + 1.0), dtype=torch.float32)
+        assert torch.equal(p.detach().unique(), expected.reshape(1)), f"tensor {k}"
+
+
+def test_sampled_cross_entropy_draws_labels_from_each_rows_softmax() -> None:
+    """Labels come from softmax over the classes of each row: with one dominant logit per row the sampled label
+    is that class, so the loss is ~0 (a softmax over the batch, or argmin, gives ~100)."""
+    torch.manual_seed(0)
+    logits = torch.full((6, 4), -50.0)
+    for row, cls in enumerate([2, 0, 3, 1, 1, 2]):
+        logits[row, cls] = 50.0
+    assert adamx.sampled_cross_entropy(logits).item() < 1e-6
