@@ -377,3 +377,12 @@ def test_decay_param_groups_exact_membership() -> None:
     assert {id(p) for p in groups[1]["params"]} == {id(model[0].bias), id(model[1].weight), id(model[1].bias)}
     only = adamx.decay_param_groups(nn.Sequential(nn.LayerNorm(3)), 0.5)
     assert len(only) == 1 and only[0]["weight_decay"] == 0.0 and len(only[0]["params"]) == 2
+
+
+@pytest.mark.parametrize("step", [0, 2.5, torch.tensor(0.0)])
+def test_conversion_refuses_a_step_that_was_never_taken(step) -> None:
+    """step 0 (or a fraction) cannot be a state that has taken steps: 1 - beta2^0 = 0 would divide v by 0."""
+    saved = _adamw_state_dict()
+    saved["state"][1]["step"] = step
+    with pytest.raises(ValueError, match="step >= 1"):
+        adamx.convert_state_dict(saved, "torch.optim.AdamW", "adam")
