@@ -400,10 +400,11 @@ def test_foreach_chunks_step_every_tensor_exactly_once() -> None:
 
 
 def test_sampled_cross_entropy_draws_labels_from_each_rows_softmax() -> None:
-    """Labels come from softmax over the classes of each row: with one dominant logit per row the sampled label
-    is that class, so the loss is ~0 (a softmax over the batch, or argmin, gives ~100)."""
+    """Labels come from softmax over each row's classes: with one dominant logit per row the sampled label is
+    that class and the loss ~0; a softmax over the batch dimension would also draw the 4 classes that no row
+    favours (each column then spreads over 16 rows), a loss of ~50."""
     torch.manual_seed(0)
-    logits = torch.full((6, 4), -50.0)
-    for row, cls in enumerate([2, 0, 3, 1, 1, 2]):
-        logits[row, cls] = 50.0
+    logits = torch.full((16, 8), -50.0)
+    for row in range(16):
+        logits[row, row % 4] = 50.0  # classes 4-7 are never the dominant one
     assert adamx.sampled_cross_entropy(logits).item() < 1e-6
