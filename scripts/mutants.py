@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,12 +42,20 @@ def sampled(found: list[Mutant], n: int | None) -> list[Mutant]:
     return [m for m in found if m in chosen]
 
 
-def fingerprint(group: str, path: str, root: Path = ROOT) -> str:
-    """Changes when the mutated file or any of its group's tests change: results older than that are stale."""
+def fingerprint(group: str, path: str, root: Path = ROOT, tests_ref: str | None = None) -> str:
+    """Changes when the mutated file or any of its group's tests change: results older than that are stale.
+    With `tests_ref`, the tests are those of that commit (the suite a `run --tests-ref` scored)."""
     h = hashlib.sha1((root / path).read_bytes())
     for test in GROUPS[group]["tests"]:
-        h.update(test.encode() + ((root / test).read_bytes() if (root / test).exists() else b"-"))
+        h.update(test.encode() + _test_bytes(root, test, tests_ref))
     return h.hexdigest()[:12]
+
+
+def _test_bytes(root: Path, test: str, tests_ref: str | None) -> bytes:
+    if tests_ref is None:
+        return (root / test).read_bytes() if (root / test).exists() else b"-"
+    shown = subprocess.run(["git", "show", f"{tests_ref}:{test}"], cwd=root, capture_output=True)
+    return shown.stdout if shown.returncode == 0 else b"-"
 
 
 def source_hash(path: str, root: Path = ROOT) -> str:
@@ -148,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             todo = [
                 m
                 for m in group_mutants(group, slots[0].root, args.sample)
-                if done.get(m.key, {}).get("fp") != fps[m.path]
+                if (done.get(m.key, {}).get("fp") != fps[m.path] or done[m.key]["verdict"] == "error")
                 and not still_killed(done.get(m.key), args, slots[0].root)
             ]
             for m in todo:
@@ -222,13 +231,13 @@ def _row(group: str, path: str, c: Counter) -> str:
     )
 
 
-def current(rows: dict[str, dict]) -> list[dict]:
+def current(rows: dict[str, dict], tests_ref: str | None = None) -> list[dict]:
     """The rows that still describe the code and tests: their mutant still exists and, where the row carries
     a fingerprint, neither the file nor the group's tests changed since."""
     live, stale, carried = [], 0, 0
     for group, spec in GROUPS.items():
         for path in spec["sources"]:
-            fp, src = fingerprint(group, path), source_hash(path)
+            fp, src = fingerprint(group, path, tests_ref=tests_ref), source_hash(path)
             for m in mutants(path, (ROOT / path).read_text()):
                 row = rows.get(m.key)
                 if row is None:
@@ -250,7 +259,7 @@ def current(rows: dict[str, dict]) -> list[dict]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    rows = current(read_results(Path(args.out)))
+    rows = current(read_results(Path(args.out)), args.tests_ref)
     if not rows:
         raise SystemExit(f"{args.out} holds no current results; run `python scripts/mutants.py run` first.")
     lines, survivors = score_table(rows, equivalent_keys())
@@ -288,6 +297,9 @@ def main() -> None:
     )
     p = sub.add_parser("report", help="score per group and file; survivors")
     p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument(
+        "--tests-ref", default=None, help="the results were run with `run --tests-ref` this commit"
+    )
     args = parser.parse_args()
     {"list": cmd_list, "run": cmd_run, "report": cmd_report}[args.cmd](args)
 

@@ -149,6 +149,12 @@ def test_covering_tests_are_those_of_the_statement_fastest_first():
     assert covering(cmap, "m.py", (4, 8)) == ["t::b"]
     assert covering(cmap, "m.py", (5, 8)) == []
     assert covering(cmap, "m.py", (0, 0)) == ["t::c", "t::a", "t::b", "t::slow"]
+    # parametrized cases run as their whole function (case ids with escapes do not survive the command line)
+    cmap = {
+        "lines": {"m.py": {"3": ["t::p[a-\\[0\\]]", "t::q"]}},
+        "seconds": {"t::p[a-\\[0\\]]": 0.1, "t::p[b]": 0.3, "t::q": 0.2},
+    }
+    assert covering(cmap, "m.py", (3, 3)) == ["t::q", "t::p"]
 
 
 def test_function_defaults_are_covered_by_the_body_and_module_code_by_the_file():

@@ -280,7 +280,7 @@ def _talks(call: ast.Call) -> bool:
         return (
             owner in TALK_OWNERS
             or (func.attr in TALK and owner.split(".")[-1] in TALK_OWNERS)
-            or (func.attr in {"warn", "info", "debug", "warning", "print"})
+            or (func.attr in {"warn", "info", "debug", "warning", "print", "_log"})
         )
     return False
 
