@@ -157,7 +157,10 @@ def cmd_run(args: argparse.Namespace) -> None:
             todo = [
                 m
                 for m in group_mutants(group, slots[0].root, args.sample)
-                if (done.get(m.key, {}).get("fp") != fps[m.path] or done[m.key]["verdict"] == "error")
+                if (
+                    done.get(m.key, {}).get("fp") != fps[m.path]
+                    or done[m.key]["verdict"] in ("error", "uncovered")
+                )
                 and not still_killed(done.get(m.key), args, slots[0].root)
             ]
             for m in todo:

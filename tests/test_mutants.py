@@ -155,6 +155,10 @@ def test_covering_tests_are_those_of_the_statement_fastest_first():
         "seconds": {"t::p[a-\\[0\\]]": 0.1, "t::p[b]": 0.3, "t::q": 0.2},
     }
     assert covering(cmap, "m.py", (3, 3)) == ["t::q", "t::p"]
+    # a line run only at import (empty list) is covered by every test of the file; a line never run is not
+    cmap = {"lines": {"m.py": {"2": [], "3": ["t::a"], "4": ["t::b"]}}, "seconds": {"t::a": 0.1, "t::b": 0.2}}
+    assert covering(cmap, "m.py", (2, 2)) == ["t::a", "t::b"]
+    assert covering(cmap, "m.py", (7, 7)) == []
 
 
 def test_function_defaults_are_covered_by_the_body_and_module_code_by_the_file():

@@ -73,10 +73,14 @@ def build(root: Path, tests: list[str], sources: list[str], dest: Path) -> dict:
 
 def covering(cmap: dict, path: str, lines: tuple[int, int]) -> list[str]:
     """The test functions that execute any line of a mutant's statement (of its function, for a default
-    argument; of the file, for code run at import), fastest first (by the time of all their cases)."""
+    argument; of the file, for code run only at import), fastest first (by the time of all their cases).
+    In the map a line run only at import has an empty list; a line never run is absent."""
     by_line = {int(n): t for n, t in cmap["lines"].get(path, {}).items()}
+    span = range(lines[0], lines[1] + 1)
+    if lines != (0, 0) and not any(by_line.get(n) for n in span) and any(n in by_line for n in span):
+        span = by_line  # run only at import (a helper a module constant calls): any test of the file
     seconds: dict[str, float] = {}
-    for n in by_line if lines == (0, 0) else range(lines[0], lines[1] + 1):
+    for n in by_line if lines == (0, 0) else span:
         for nodeid in by_line.get(n, []):
             seconds.setdefault(_function(nodeid), 0.0)
     for nodeid, s in cmap["seconds"].items():

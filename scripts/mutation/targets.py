@@ -44,6 +44,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "sources": ["experiments/rundir.py"],
         "tests": [
             "tests/test_rundir_exact.py",
+            "tests/test_launch_exact.py",
             "tests/test_trainer_integrity.py",
             "tests/test_run_identity.py",
             "tests/test_trainer_resume.py",
@@ -53,6 +54,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     "experiments.launch": {
         "sources": ["experiments/launch.py"],
         "tests": [
+            "tests/test_launch_exact.py",
             "tests/test_run_identity.py",
             "tests/test_trainer_integrity.py",
             "tests/test_trainer_failures.py",
