@@ -23,6 +23,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "adamx/param_groups.py",
         ],
         "tests": [
+            "tests/test_optim_contract_exact.py",
             "tests/test_optim_one_step.py",
             "tests/test_optim_params_grid.py",
             "tests/test_optim_reference.py",
