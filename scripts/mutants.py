@@ -32,6 +32,7 @@ from scripts.mutation.targets import GROUPS  # noqa: E402
 
 EQUIVALENT = ROOT / "scripts" / "mutation" / "equivalent.txt"
 DEFAULT_OUT = ROOT / "runs" / "mutants" / "results.jsonl"
+SUBPROCESS_TIMEOUT = 900.0
 
 
 def sampled(found: list[Mutant], n: int | None) -> list[Mutant]:
@@ -46,7 +47,7 @@ def fingerprint(group: str, path: str, root: Path = ROOT, tests_ref: str | None 
     """Changes when the mutated file or any of its group's tests change: results older than that are stale.
     With `tests_ref`, the tests are those of that commit (the suite a `run --tests-ref` scored)."""
     h = hashlib.sha1((root / path).read_bytes())
-    for test in GROUPS[group]["tests"]:
+    for test in [*GROUPS[group]["tests"], *GROUPS[group].get("subprocess", [])]:
         h.update(test.encode() + _test_bytes(root, test, tests_ref))
     return h.hexdigest()[:12]
 
@@ -166,11 +167,15 @@ def cmd_run(args: argparse.Namespace) -> None:
             for m in todo:
                 fields = {"group": group, "fp": fps[m.path], "src": source_hash(m.path, slots[0].root)}
                 tests = coverage_map.covering(cmap, m.path, m.lines)
+                timeouts[m.key] = 30.0 + 3 * coverage_map.cost(cmap, tests)
+                if not tests and GROUPS[group].get("subprocess"):
+                    # reached only from other processes (run.py, torchrun): the group's end-to-end tests
+                    tests, timeouts[m.key] = GROUPS[group]["subprocess"], SUBPROCESS_TIMEOUT
+                    fields["markers"] = "not gpu"
                 if not tests:  # no test runs this statement: a survivor, no need to run it
                     results.write(json.dumps(runner.row(m, "uncovered", None, 0.0, fields)) + "\n")
                     uncovered += 1
                     continue
-                timeouts[m.key] = 30.0 + 3 * sum(cmap["seconds"].get(t, 1.0) for t in tests)
                 jobs.append((m, tests, fields))
             print(f"{group}: {len(todo)} mutants to run", flush=True)
     print(f"{uncovered} mutants on lines no test runs (counted as survivors); {len(jobs)} to run", flush=True)

@@ -93,3 +93,9 @@ def _function(nodeid: str) -> str:
     """A parametrized test's function (all its cases): case ids with quotes, brackets or escapes do not
     always survive the command line, and a function is the unit a slip in shared code shows in."""
     return nodeid.split("[", 1)[0]
+
+
+def cost(cmap: dict, tests: list[str]) -> float:
+    """Seconds the given test functions took in the coverage run (all their cases)."""
+    wanted = set(tests)
+    return sum(s for nodeid, s in cmap["seconds"].items() if _function(nodeid) in wanted)

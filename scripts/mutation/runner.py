@@ -87,14 +87,17 @@ def preload() -> None:
         raise RuntimeError(f"the parent imported project modules {leaked[:3]}; mutants would not be seen")
 
 
-def pytest_args(root: Path, tests: list[str]) -> list[str]:
+IN_PROCESS = "not slow and not gpu"
+
+
+def pytest_args(root: Path, tests: list[str], markers: str = IN_PROCESS) -> list[str]:
     present = [t for t in tests if "::" in t or (root / t).exists()]
     return [
         *present,
         "-x",
         "-q",
         "-m",
-        "not slow and not gpu",
+        markers,
         "-p",
         "no:cacheprovider",
         "--hypothesis-seed=0",
@@ -103,7 +106,7 @@ def pytest_args(root: Path, tests: list[str]) -> list[str]:
     ]
 
 
-def fork_pytest(root: Path, tests: list[str], log: Path) -> int:
+def fork_pytest(root: Path, tests: list[str], log: Path, markers: str = IN_PROCESS) -> int:
     """Start pytest in a forked child inside `root`; return its pid (its own process group)."""
     pid = os.fork()
     if pid:
@@ -120,7 +123,7 @@ def fork_pytest(root: Path, tests: list[str], log: Path) -> int:
         os.dup2(fd, 2)
         import pytest
 
-        rc = pytest.main(pytest_args(root, tests))
+        rc = pytest.main(pytest_args(root, tests, markers))
         sys.stdout.flush()
         os._exit(int(rc))
     except BaseException:  # noqa: BLE001 (the child must never return into the parent's loop)
@@ -152,7 +155,8 @@ def run(
                 (slot.root / mutant.path).write_text(mutant.source)
                 slot.mutant, slot.fields, slot.started = mutant, fields, time.monotonic()
                 slot.timeout = timeouts[mutant.key]
-                slot.pid = fork_pytest(slot.root, tests, slot.root.parent / f"{slot.root.name}.log")
+                log = slot.root.parent / f"{slot.root.name}.log"
+                slot.pid = fork_pytest(slot.root, tests, log, fields.get("markers", IN_PROCESS))
                 busy.append(slot)
             time.sleep(0.02)
             for slot in list(busy):

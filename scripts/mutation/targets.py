@@ -1,8 +1,9 @@
 """The core that `make mutants` mutates, and the tests each part is scored against.
 
-A group is a set of source files and the test files that exercise them (globs, relative to the repo root).
-Tests run with `-x -m "not slow"`: the first failure kills a mutant, and the end-to-end subprocess checks
-(minutes each) are left to CI. Tests are listed fastest-first so most mutants die within seconds.
+A group is a set of source files, the test files that exercise them in-process ("tests": run under
+coverage, and each mutant then runs those that execute its statement, `-m "not slow"`), and, optionally,
+the end-to-end tests that reach code only other processes run ("subprocess": run.py, torchrun's ranks,
+real signals; slow ones included) for the mutants no in-process test executes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "experiments.rundir": {
         "sources": ["experiments/rundir.py"],
+        "subprocess": ["tests/test_run_bad_input.py", "tests/test_harness_run.py"],
         "tests": [
             "tests/test_rundir_exact.py",
             "tests/test_launch_exact.py",
@@ -54,6 +56,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "experiments.launch": {
         "sources": ["experiments/launch.py"],
+        "subprocess": ["tests/test_run_bad_input.py", "tests/test_run_lock.py", "tests/test_harness_run.py"],
         "tests": [
             "tests/test_launch_exact.py",
             "tests/test_run_identity.py",
@@ -66,6 +69,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "experiments.trainer": {
         "sources": ["experiments/trainer.py"],
+        "subprocess": ["tests/test_ddp.py", "tests/test_fault_injection.py"],
         "tests": [
             "tests/test_trainer_features.py",
             "tests/test_trainer_integrity.py",
@@ -76,6 +80,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "experiments.loaders": {
         "sources": ["experiments/loaders.py"],
+        "subprocess": ["tests/test_ddp.py"],
         "tests": [
             "tests/test_loader_epochs.py",
             "tests/test_trainer_features.py",
