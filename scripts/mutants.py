@@ -239,14 +239,17 @@ def _row(group: str, path: str, c: Counter) -> str:
     )
 
 
-def current(rows: dict[str, dict], tests_ref: str | None = None) -> list[dict]:
+def current(rows: dict[str, dict], tests_ref: str | None = None, sample: int | None = None) -> list[dict]:
     """The rows that still describe the code and tests: their mutant still exists and, where the row carries
     a fingerprint, neither the file nor the group's tests changed since."""
     live, stale, carried = [], 0, 0
     for group, spec in GROUPS.items():
+        chosen = {m.key for m in group_mutants(group, ROOT, sample)}
         for path in spec["sources"]:
             fp, src = fingerprint(group, path, tests_ref=tests_ref), source_hash(path)
             for m in mutants(path, (ROOT / path).read_text()):
+                if m.key not in chosen:
+                    continue
                 row = rows.get(m.key)
                 if row is None:
                     continue
@@ -267,7 +270,7 @@ def current(rows: dict[str, dict], tests_ref: str | None = None) -> list[dict]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    rows = current(read_results(Path(args.out)), args.tests_ref)
+    rows = current(read_results(Path(args.out)), args.tests_ref, args.sample)
     if not rows:
         raise SystemExit(f"{args.out} holds no current results; run `python scripts/mutants.py run` first.")
     lines, survivors = score_table(rows, equivalent_keys())
@@ -308,6 +311,7 @@ def main() -> None:
     p.add_argument(
         "--tests-ref", default=None, help="the results were run with `run --tests-ref` this commit"
     )
+    p.add_argument("--sample", type=int, default=None, help="score only this fixed subset per group (as run)")
     args = parser.parse_args()
     {"list": cmd_list, "run": cmd_run, "report": cmd_report}[args.cmd](args)
 

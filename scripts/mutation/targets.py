@@ -25,6 +25,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         ],
         "tests": [
             "tests/test_optim_contract_exact.py",
+            "tests/test_optim_edges_exact.py",
             "tests/test_optim_one_step.py",
             "tests/test_optim_params_grid.py",
             "tests/test_optim_reference.py",
