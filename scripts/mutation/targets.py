@@ -49,6 +49,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "tests": [
             "tests/test_rundir_exact.py",
             "tests/test_launch_exact.py",
+            "tests/test_run_dir_records.py",
             "tests/test_trainer_integrity.py",
             "tests/test_run_identity.py",
             "tests/test_trainer_resume.py",
@@ -60,6 +61,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "subprocess": ["tests/test_run_bad_input.py", "tests/test_run_lock.py", "tests/test_harness_run.py"],
         "tests": [
             "tests/test_launch_exact.py",
+            "tests/test_run_dir_records.py",
             "tests/test_run_identity.py",
             "tests/test_trainer_integrity.py",
             "tests/test_trainer_failures.py",
