@@ -74,6 +74,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "sources": ["experiments/trainer.py"],
         "subprocess": ["tests/test_ddp.py", "tests/test_fault_injection.py"],
         "tests": [
+            "tests/test_trainer_defaults.py",
             "tests/test_trainer_features.py",
             "tests/test_trainer_integrity.py",
             "tests/test_trainer_resume.py",
