@@ -296,3 +296,21 @@ def test_score_counts_an_image_repeated_by_sampler_padding_once():
     rank1 = [("b", missed, gt_b)]  # the DistributedSampler's padding repeats image b
     # 2 positives, 1 found: AP = 1/2 (counted twice, b would make it 1/3)
     assert task.score([rank0, rank1]) == {"map50": 0.5, "map75": 0.5}
+
+
+def test_map_without_any_ground_truth_or_detection_is_zero_not_an_error():
+    """An eval shard with no boxes at all (or no detections) scores 0 at every threshold, both metrics."""
+    from experiments.detection.voc_map import coco_map, voc_map
+
+    empty_gt = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64), "difficult": np.zeros(0, bool)}
+    some_det = np.asarray([[0, 0, 10, 10, 0.9, 0]], dtype=np.float64)
+    for metric in (coco_map, voc_map):
+        assert metric([some_det], [empty_gt], 20) == {0.5: 0.0, 0.75: 0.0}
+    one_gt = {
+        "boxes": np.asarray([[0.0, 0, 10, 10]]),
+        "labels": np.zeros(1, np.int64),
+        "difficult": np.zeros(1, bool),
+    }
+    no_det = np.zeros((0, 6))
+    for metric in (coco_map, voc_map):
+        assert metric([no_det], [one_gt], 20) == {0.5: 0.0, 0.75: 0.0}
