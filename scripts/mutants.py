@@ -65,13 +65,13 @@ def source_hash(path: str, root: Path = ROOT) -> str:
 
 def still_killed(row: dict | None, args: argparse.Namespace, root: Path) -> bool:
     """With --keep-killed, a mutant killed before stays killed while its file is unchanged: tests were only
-    added since (this project never weakens a test), so only the survivors need to run again."""
-    return bool(
-        args.keep_killed
-        and row
-        and row["verdict"] in ("killed", "timeout")
-        and row.get("src") == source_hash(row["path"], root)
-    )
+    added since (this project never weakens a test), so only the survivors need to run again. With
+    --tests-ref the suite is pinned to a commit, so any verdict on the unchanged file stands."""
+    if not row or row.get("src") != source_hash(row["path"], root):
+        return False
+    if args.tests_ref:
+        return row["verdict"] in ("killed", "timeout", "survived") and row.get("tests_ref") == args.tests_ref
+    return bool(args.keep_killed and row["verdict"] in ("killed", "timeout"))
 
 
 def group_mutants(group: str, root: Path, sample: int | None) -> list[Mutant]:
@@ -166,6 +166,8 @@ def cmd_run(args: argparse.Namespace) -> None:
             ]
             for m in todo:
                 fields = {"group": group, "fp": fps[m.path], "src": source_hash(m.path, slots[0].root)}
+                if args.tests_ref:
+                    fields["tests_ref"] = args.tests_ref
                 tests = coverage_map.covering(cmap, m.path, m.lines)
                 timeouts[m.key] = 30.0 + 3 * coverage_map.cost(cmap, tests)
                 if not tests and GROUPS[group].get("subprocess"):
@@ -253,7 +255,8 @@ def current(rows: dict[str, dict], tests_ref: str | None = None, sample: int | N
                 row = rows.get(m.key)
                 if row is None:
                     continue
-                if row.get("fp", fp) != fp:
+                pinned = tests_ref is not None and row.get("src") == src  # the suite cannot have changed
+                if row.get("fp", fp) != fp and not pinned:
                     if row["verdict"] in ("killed", "timeout") and row.get("src") == src:
                         carried += 1  # killed by an earlier suite; tests were only added since
                     else:
