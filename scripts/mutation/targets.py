@@ -87,6 +87,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "subprocess": ["tests/test_ddp.py"],
         "tests": [
             "tests/test_loader_epochs.py",
+            "tests/test_tasks_loaders_exact.py",
             "tests/test_trainer_features.py",
             "tests/test_trainer_integrity.py",
             "tests/test_trainer_resume.py",
@@ -100,6 +101,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "experiments/tasks/segmentation.py",
         ],
         "tests": [
+            "tests/test_tasks_loaders_exact.py",
             "tests/test_classification_task.py",
             "tests/test_detection_task.py",
             "tests/test_detection_multilabel.py",
@@ -130,6 +132,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "sources": ["experiments/segmentation/loss.py", "experiments/segmentation/miou.py"],
         "tests": [
             "tests/test_segmentation_exact.py",
+            "tests/test_tasks_loaders_exact.py",
             "tests/test_segmentation_metrics.py",
             "tests/test_segmentation_loss_deterministic.py",
         ],
