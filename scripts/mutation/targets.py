@@ -153,6 +153,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "data/digits/dataset.py",
         ],
         "tests": [
+            "tests/test_data_tables_defaults.py",
             "tests/test_augment_exact.py",
             "tests/test_readers_exact.py",
             "tests/test_cifar_augment.py",
@@ -166,6 +167,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     "scripts.tables": {
         "sources": ["scripts/make_tables.py", "scripts/results_io.py"],
         "tests": [
+            "tests/test_data_tables_defaults.py",
             "tests/test_tables_exact.py",
             "tests/test_make_tables.py",
             "tests/test_claims_figure.py",
