@@ -47,7 +47,11 @@ def fingerprint(group: str, path: str, root: Path = ROOT, tests_ref: str | None 
     """Changes when the mutated file or any of its group's tests change: results older than that are stale.
     With `tests_ref`, the tests are those of that commit (the suite a `run --tests-ref` scored)."""
     h = hashlib.sha1((root / path).read_bytes())
-    for test in [*GROUPS[group]["tests"], *GROUPS[group].get("subprocess", [])]:
+    for test in [
+        *GROUPS[group]["tests"],
+        *GROUPS[group].get("subprocess", []),
+        *GROUPS[group].get("always", []),
+    ]:
         h.update(test.encode() + _test_bytes(root, test, tests_ref))
     return h.hexdigest()[:12]
 
@@ -169,6 +173,8 @@ def cmd_run(args: argparse.Namespace) -> None:
                 if args.tests_ref:
                     fields["tests_ref"] = args.tests_ref
                 tests = coverage_map.covering(cmap, m.path, m.lines)
+                if tests:  # value checks that need not execute the file (a default read by inspection)
+                    tests += [t for t in GROUPS[group].get("always", []) if t not in tests]
                 timeouts[m.key] = 30.0 + 3 * coverage_map.cost(cmap, tests)
                 if not tests and GROUPS[group].get("subprocess"):
                     # reached only from other processes (run.py, torchrun): the group's end-to-end tests

@@ -3,7 +3,8 @@
 A group is a set of source files, the test files that exercise them in-process ("tests": run under
 coverage, and each mutant then runs those that execute its statement, `-m "not slow"`), and, optionally,
 the end-to-end tests that reach code only other processes run ("subprocess": run.py, torchrun's ranks,
-real signals; slow ones included) for the mutants no in-process test executes.
+real signals; slow ones included) for the mutants no in-process test executes, and ("always") fast files
+of value checks that read defaults without executing the file's lines, run after the covering tests.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "experiments.trainer": {
         "sources": ["experiments/trainer.py"],
+        "always": ["tests/test_trainer_defaults.py"],
         "subprocess": ["tests/test_ddp.py", "tests/test_fault_injection.py"],
         "tests": [
             "tests/test_trainer_defaults.py",
@@ -138,6 +140,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         ],
     },
     "data": {
+        "always": ["tests/test_data_tables_defaults.py"],
         "sources": [
             "data/files.py",
             "data/cifar/reader.py",
@@ -166,6 +169,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "scripts.tables": {
         "sources": ["scripts/make_tables.py", "scripts/results_io.py"],
+        "always": ["tests/test_data_tables_defaults.py"],
         "tests": [
             "tests/test_data_tables_defaults.py",
             "tests/test_tables_exact.py",
