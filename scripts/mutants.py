@@ -4,6 +4,7 @@
     python scripts/mutants.py run --jobs 2               # all groups -> runs/mutants/results.jsonl
     python scripts/mutants.py run --group adamx --sample 40 --tests-ref f0e7ff3 --out runs/mutants/before.jsonl
     python scripts/mutants.py report [--out ...]         # score per group and file, survivors listed
+    python scripts/mutants.py compare --before runs/mutants/before.jsonl --before-tests-ref f0e7ff3
 
 Operators and exclusions: scripts/mutation/operators.py. Groups and their tests: scripts/mutation/targets.py.
 Survivors judged equivalent (they cannot change behaviour) are listed, one line each with the reason, in
@@ -292,6 +293,43 @@ def cmd_report(args: argparse.Namespace) -> None:
         )
 
 
+def _scores(rows: list[dict], equivalent: dict[str, str]) -> dict[str, tuple[int, int, int]]:
+    """file and group -> (mutants scored, killed or timed out, equivalent)."""
+    out: dict[str, list[int]] = {}
+    for row in rows:
+        if row["verdict"] == "invalid":
+            continue
+        for name in (row["path"], row.get("group") or _group_of(row["path"]), "core"):
+            n = out.setdefault(name, [0, 0, 0])
+            if row["key"] in equivalent:
+                n[2] += 1
+            else:
+                n[0] += 1
+                n[1] += row["verdict"] in ("killed", "timeout")
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _group_of(path: str) -> str:
+    return next(g for g, spec in GROUPS.items() if path in spec["sources"])
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Markdown: the score of each group (and file) under two suites, on the same mutants."""
+    equivalent = equivalent_keys()
+    before = _scores(current(read_results(Path(args.before)), args.before_tests_ref, args.sample), equivalent)
+    after = _scores(current(read_results(Path(args.out)), None, args.sample), equivalent)
+    print("| group / file | mutants (equivalent) | before: killed | before | after: killed | after |")
+    print("|---|---:|---:|---:|---:|---:|")
+    names = [n for g, spec in GROUPS.items() for n in (g, *spec["sources"])] + ["core"]
+    for name in names:
+        if name not in after and name not in before:
+            continue
+        b, a = before.get(name, (0, 0, 0)), after.get(name, (0, 0, 0))
+        label = f"**{name}**" if name in GROUPS or name == "core" else name
+        pct = lambda x: f"{x[1] / x[0]:.1%}" if x[0] else "—"  # noqa: E731
+        print(f"| {label} | {a[0] + a[2]} ({a[2]}) | {b[1]}/{b[0]} | {pct(b)} | {a[1]}/{a[0]} | {pct(a)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -321,8 +359,15 @@ def main() -> None:
         "--tests-ref", default=None, help="the results were run with `run --tests-ref` this commit"
     )
     p.add_argument("--sample", type=int, default=None, help="score only this fixed subset per group (as run)")
+    p = sub.add_parser(
+        "compare", help="per-group scores of an old suite (--before) and the current one (--out)"
+    )
+    p.add_argument("--before", required=True)
+    p.add_argument("--before-tests-ref", required=True, help="the commit whose tests/ the --before run used")
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--sample", type=int, default=None)
     args = parser.parse_args()
-    {"list": cmd_list, "run": cmd_run, "report": cmd_report}[args.cmd](args)
+    {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare}[args.cmd](args)
 
 
 if __name__ == "__main__":
