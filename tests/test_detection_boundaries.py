@@ -314,3 +314,17 @@ def test_map_without_any_ground_truth_or_detection_is_zero_not_an_error():
     no_det = np.zeros((0, 6))
     for metric in (coco_map, voc_map):
         assert metric([no_det], [one_gt], 20) == {0.5: 0.0, 0.75: 0.0}
+
+
+def test_ota_with_no_targets_matches_nothing():
+    """A batch without boxes: no candidate, so every level's match list is empty (not one stray match)."""
+    from experiments.detection.assign import ota_assign
+    from models.yolov7_tiny import DEFAULT_ANCHORS
+
+    anchors = torch.tensor(DEFAULT_ANCHORS, dtype=torch.float32)
+    grids, strides = [(8, 8), (4, 4), (2, 2)], (8, 16, 32)
+    targets = torch.zeros(0, 6)
+    candidates = ratio_assign(targets, anchors, strides, grids)
+    preds = [torch.zeros(1, 3, ny, nx, 8) for ny, nx in grids]
+    out = ota_assign(preds, targets, anchors, strides, candidates, 3)
+    assert [len(m.target) for m in out] == [0, 0, 0] and [len(m.image) for m in out] == [0, 0, 0]

@@ -77,6 +77,8 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "subprocess": ["tests/test_ddp.py", "tests/test_fault_injection.py"],
         "tests": [
             "tests/test_trainer_defaults.py",
+            "tests/test_trainer_records.py",
+            "tests/test_tensorboard_log.py",
             "tests/test_trainer_features.py",
             "tests/test_trainer_integrity.py",
             "tests/test_trainer_resume.py",
