@@ -123,7 +123,8 @@ def test_run_kills_what_the_tests_catch_and_reports_survivors(tmp_path):
         runner.copy_tree(repo, slot.root, None)
         runner.remember_originals([slot], ["pkg/mod.py"])
         jobs = [(m, ["tests/test_mod.py"], {{}}) for m in mutants("pkg/mod.py", (repo / "pkg/mod.py").read_text())]
-        runner.run(jobs, [slot], {{"pkg/mod.py": 60.0}}, Path({str(tmp_path / "out.jsonl")!r}), lambda v: None)
+        timeouts = {{m.key: 60.0 for m, _, _ in jobs}}
+        runner.run(jobs, [slot], timeouts, Path({str(tmp_path / "out.jsonl")!r}), lambda v: None)
         assert (slot.root / "pkg/mod.py").read_text() == (repo / "pkg/mod.py").read_text()
         """
     )
