@@ -127,6 +127,7 @@ def coverage_for(groups: list[str], root: Path, out: Path) -> dict:
     h = hashlib.sha1()
     for rel in [*tests, *sources]:
         h.update(rel.encode() + ((root / rel).read_bytes() if (root / rel).exists() else b"-"))
+    h.update(b"map v2")  # the map's format: at_import added
     dest = out.with_name(f"{out.stem}.cov-{h.hexdigest()[:12]}.json")
     if dest.exists():
         return json.loads(dest.read_text())

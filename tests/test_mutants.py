@@ -157,8 +157,13 @@ def test_covering_tests_are_those_of_the_statement_fastest_first():
     }
     assert covering(cmap, "m.py", (3, 3)) == ["t::q", "t::p"]
     # a line run only at import (empty list) is covered by every test of the file; a line never run is not
-    cmap = {"lines": {"m.py": {"2": [], "3": ["t::a"], "4": ["t::b"]}}, "seconds": {"t::a": 0.1, "t::b": 0.2}}
+    cmap = {
+        "lines": {"m.py": {"2": ["t::a"], "3": ["t::a"], "4": ["t::b"]}},
+        "at_import": {"m.py": [2]},  # line 2 runs at import, and again inside t::a
+        "seconds": {"t::a": 0.1, "t::b": 0.2},
+    }
     assert covering(cmap, "m.py", (2, 2)) == ["t::a", "t::b"]
+    assert covering(cmap, "m.py", (3, 3)) == ["t::a"]
     assert covering(cmap, "m.py", (7, 7)) == []
 
 

@@ -60,13 +60,15 @@ def build(root: Path, tests: list[str], sources: list[str], dest: Path) -> dict:
     data = coverage.CoverageData(basename=str(data_file))
     data.read()
     lines: dict[str, dict[int, list[str]]] = {}
+    at_import: dict[str, list[int]] = {}  # lines run outside any test (imports), maybe by tests too
     for source in sources:
         by_line = data.contexts_by_lineno(str((root / source).resolve()))
+        at_import[source] = sorted(int(n) for n, ctx in by_line.items() if "" in ctx)
         lines[source] = {
             int(n): sorted({c.rsplit("|", 1)[0] for c in ctx if c}) for n, ctx in by_line.items()
         }
     seconds = json.loads(timing_file.read_text())
-    result = {"lines": lines, "seconds": seconds}
+    result = {"lines": lines, "at_import": at_import, "seconds": seconds}
     dest.write_text(json.dumps(result))
     return result
 
@@ -74,11 +76,13 @@ def build(root: Path, tests: list[str], sources: list[str], dest: Path) -> dict:
 def covering(cmap: dict, path: str, lines: tuple[int, int]) -> list[str]:
     """The test functions that execute any line of a mutant's statement (of its function, for a default
     argument; of the file, for code run only at import), fastest first (by the time of all their cases).
-    In the map a line run only at import has an empty list; a line never run is absent."""
+    ``at_import`` lists the lines run outside any test (also when a test re-runs them); a line never run
+    is absent from the map."""
     by_line = {int(n): t for n, t in cmap["lines"].get(path, {}).items()}
     span = range(lines[0], lines[1] + 1)
-    if lines != (0, 0) and not any(by_line.get(n) for n in span) and any(n in by_line for n in span):
-        span = by_line  # run only at import (a helper a module constant calls): any test of the file
+    imported = set(cmap.get("at_import", {}).get(path, []))
+    if lines != (0, 0) and any(n in imported for n in span):
+        span = by_line  # run at import (a helper a module constant calls): any test of the file
     seconds: dict[str, float] = {}
     for n in by_line if lines == (0, 0) else span:
         for nodeid in by_line.get(n, []):
