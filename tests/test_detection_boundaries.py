@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_voc_map import dets, gt  # the hand-made ground truth and detections of the mAP tests
 
 from experiments.detection.assign import _OFFSETS, dense_candidates, ratio_assign
 from experiments.detection.boxes import box_iou, paired_ciou, paired_iou, xywh_to_xyxy, xyxy_to_xywh
@@ -15,17 +16,6 @@ from experiments.detection.loss import YoloLoss
 from experiments.detection.postprocess import nms
 from experiments.detection.voc_map import all_point_ap, voc_ap_per_class, voc_map
 from experiments.tasks.detection import DetectionTask, to_original
-
-
-def gt(boxes, labels, difficult=None):
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    difficult = np.zeros(len(boxes), bool) if difficult is None else np.asarray(difficult, bool)
-    return {"boxes": boxes, "labels": np.asarray(labels, dtype=np.int64), "difficult": difficult}
-
-
-def dets(rows):
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 6)
-
 
 # ------------------------------------------------------------------ VOC matching
 
