@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.mutation import coverage_map  # noqa: E402
 from scripts.mutation.operators import Mutant, mutants  # noqa: E402
-from scripts.mutation.targets import GROUPS  # noqa: E402
+from scripts.mutation.targets import GROUPS, group_of  # noqa: E402
 
 EQUIVALENT = ROOT / "scripts" / "mutation" / "equivalent.txt"
 DEFAULT_OUT = ROOT / "runs" / "mutants" / "results.jsonl"
@@ -189,7 +189,6 @@ def cmd_run(args: argparse.Namespace) -> None:
                 jobs.append((m, tests, fields))
             print(f"{group}: {len(todo)} mutants to run", flush=True)
     print(f"{uncovered} mutants on lines no test runs (counted as survivors); {len(jobs)} to run", flush=True)
-    runner.remember_originals(slots, sorted({m.path for m, _, _ in jobs}))
     counts: Counter = Counter()
     start = time.monotonic()
     with tqdm(total=len(jobs), unit="mutant", disable=not sys.stderr.isatty()) as bar:
@@ -300,7 +299,7 @@ def _scores(rows: list[dict], equivalent: dict[str, str]) -> dict[str, tuple[int
     for row in rows:
         if row["verdict"] == "invalid":
             continue
-        for name in (row["path"], row.get("group") or _group_of(row["path"]), "core"):
+        for name in (row["path"], row.get("group") or group_of(row["path"]), "core"):
             n = out.setdefault(name, [0, 0, 0])
             if row["key"] in equivalent:
                 n[2] += 1
@@ -308,10 +307,6 @@ def _scores(rows: list[dict], equivalent: dict[str, str]) -> dict[str, tuple[int
                 n[0] += 1
                 n[1] += row["verdict"] in ("killed", "timeout")
     return {k: tuple(v) for k, v in out.items()}
-
-
-def _group_of(path: str) -> str:
-    return next(g for g, spec in GROUPS.items() if path in spec["sources"])
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -121,7 +121,6 @@ def test_run_kills_what_the_tests_catch_and_reports_survivors(tmp_path):
         repo = Path({str(repo)!r})
         slot = runner.Slot(Path({str(tmp_path / "w0")!r}))
         runner.copy_tree(repo, slot.root, None)
-        runner.remember_originals([slot], ["pkg/mod.py"])
         jobs = [(m, ["tests/test_mod.py"], {{}}) for m in mutants("pkg/mod.py", (repo / "pkg/mod.py").read_text())]
         timeouts = {{m.key: 60.0 for m, _, _ in jobs}}
         runner.run(jobs, [slot], timeouts, Path({str(tmp_path / "out.jsonl")!r}), lambda v: None)

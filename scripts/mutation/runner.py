@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.mutation.operators import Mutant
@@ -46,6 +46,7 @@ class Slot:
     mutant: Mutant | None = None
     fields: dict | None = None
     timeout: float = 0.0
+    originals: dict[str, str] = field(default_factory=dict)  # path -> its unmutated text in this copy
 
 
 def copy_tree(repo: Path, dest: Path, tests_ref: str | None) -> None:
@@ -152,7 +153,9 @@ def run(
                     out.write(json.dumps(row(mutant, "invalid", None, 0.0, fields)) + "\n")
                     free.append(slot)
                     continue
-                (slot.root / mutant.path).write_text(mutant.source)
+                target = slot.root / mutant.path
+                slot.originals.setdefault(mutant.path, target.read_text())
+                target.write_text(mutant.source)
                 slot.mutant, slot.fields, slot.started = mutant, fields, time.monotonic()
                 slot.timeout = timeouts[mutant.key]
                 log = slot.root.parent / f"{slot.root.name}.log"
@@ -172,7 +175,7 @@ def run(
                     rc = os.waitstatus_to_exitcode(status)
                     verdict = "killed" if rc in KILLED_RC else "survived" if rc == 0 else "error"
                 m = slot.mutant
-                (slot.root / m.path).write_text(_original(slot.root, m.path))
+                (slot.root / m.path).write_text(slot.originals[m.path])
                 out.write(json.dumps(row(m, verdict, rc, elapsed, slot.fields)) + "\n")
                 out.flush()
                 busy.remove(slot)
@@ -194,16 +197,3 @@ def row(m: Mutant, verdict: str, rc: int | None, seconds: float, fields: dict) -
         "seconds": round(seconds, 2),
         **fields,
     }
-
-
-_ORIGINALS: dict[tuple[str, str], str] = {}
-
-
-def remember_originals(slots: list[Slot], paths: list[str]) -> None:
-    for slot in slots:
-        for p in paths:
-            _ORIGINALS[(str(slot.root), p)] = (slot.root / p).read_text()
-
-
-def _original(root: Path, path: str) -> str:
-    return _ORIGINALS[(str(root), path)]
