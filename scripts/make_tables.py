@@ -472,6 +472,17 @@ def to_latex(res: TableResult, metrics: dict[str, Any], extra_header: list[str])
     return "\n".join(lines) + "\n"
 
 
+def _stat_cells(st: Stat, p: float | None) -> list[str]:
+    """The CSV cells of one statistic: mean, std, n, p vs the reference, and the quoted per-seed values."""
+    return [
+        "" if st.n == 0 else f"{st.mean:.10g}",
+        "" if st.n < 2 else f"{st.std:.10g}",
+        str(st.n),
+        "" if p is None or math.isnan(p) else f"{p:.10g}",
+        '"' + ";".join(f"{v:.10g}" for v in st.values) + '"',
+    ]
+
+
 def to_csv(res: TableResult) -> str:
     """Long format, one line per (row, metric, best/final): machine-readable numbers."""
     cols = ["table", "optimizer", "metric", "which", "mean", "std", "n", "p_vs_reference", "paper", "values"]
@@ -485,22 +496,12 @@ def to_csv(res: TableResult) -> str:
                 ("final", res.final[row, col], res.p_final.get((row, col))),
                 ("best_epoch", res.best_epoch[row, col], None),
             ]:
-                vals = ";".join(f"{v:.10g}" for v in st.values)
+                mean, std, n, p_text, vals = _stat_cells(st, p)
+                no_paper = paper is None or which == "best_epoch"
                 out.append(
                     ",".join(
-                        [
-                            res.name,
-                            row,
-                            col,
-                            which,
-                            "" if st.n == 0 else f"{st.mean:.10g}",
-                            "" if st.n < 2 else f"{st.std:.10g}",
-                            str(st.n),
-                            "" if p is None or math.isnan(p) else f"{p:.10g}",
-                            "" if paper is None or which == "best_epoch" else f"{paper}",
-                            f'"{vals}"',
-                            "" if paper is None or which == "best_epoch" else f'"{PAPER_PROTOCOL}"',
-                        ]
+                        [res.name, row, col, which, mean, std, n, p_text]
+                        + ["" if no_paper else f"{paper}", vals, "" if no_paper else f'"{PAPER_PROTOCOL}"']
                     )
                 )
         if res.target is not None and row in res.steps_to_target:
@@ -613,20 +614,7 @@ def landmarks_csv(res: LandmarkResult) -> str:
     for row in res.rows:
         for col in res.columns:
             st, p = res.stats[row, col], res.p.get((row, col))
-            out.append(
-                ",".join(
-                    [
-                        res.name,
-                        row,
-                        col,
-                        "" if st.n == 0 else f"{st.mean:.10g}",
-                        "" if st.n < 2 else f"{st.std:.10g}",
-                        str(st.n),
-                        "" if p is None or math.isnan(p) else f"{p:.10g}",
-                        '"' + ";".join(f"{v:.10g}" for v in st.values) + '"',
-                    ]
-                )
-            )
+            out.append(",".join([res.name, row, col, *_stat_cells(st, p)]))
     return "\n".join(out) + "\n"
 
 
