@@ -29,3 +29,36 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def tiny_trainer(
+    run_dir: Path,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    samples: int = 8,
+    batch_size: int = 4,
+    lr_factor=lambda step: 1.0,
+    **trainer_kwargs,
+):
+    """A Trainer on random classification data, in-process and on the CPU: ``model`` (default Linear(4, 3))
+    fixes the input width and the class count; ``optimizer`` defaults to SGD(lr=0.1)."""
+    from experiments.loaders import train_loader
+    from experiments.tasks import build_task
+    from experiments.trainer import Trainer, TrainerConfig
+
+    model = model if model is not None else torch.nn.Linear(4, 3)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs, classes = linears[0].in_features, linears[-1].out_features
+    data = torch.utils.data.TensorDataset(torch.randn(samples, inputs), torch.randint(0, classes, (samples,)))
+    task = build_task("classification", num_classes=classes)
+    return Trainer(
+        task=task,
+        model=model,
+        optimizer=optimizer if optimizer is not None else torch.optim.SGD(model.parameters(), lr=0.1),
+        train_data=train_loader(data, task.collate, batch_size, seed=0),
+        eval_data=[],
+        lr_factor=lr_factor,
+        run_dir=run_dir,
+        config=TrainerConfig(device="cpu"),
+        **trainer_kwargs,
+    )

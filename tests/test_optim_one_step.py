@@ -326,14 +326,10 @@ def test_bf16_step_is_the_float32_step_rounded_once(path: str) -> None:
 def test_trainer_refreshes_sophiag_hessian_after_exactly_every_kth_step(tmp_path) -> None:
     """With hessian_update_interval k = 3 the Trainer refreshes h after optimizer steps 3, 6, 9, 12, 15 of 16
     (two epochs of 8): the same count as a schedule shifted by one (1, 4, 7, ...), so the steps are checked."""
-    from experiments.loaders import train_loader
-    from experiments.tasks import build_task
-    from experiments.trainer import Trainer, TrainerConfig
+    from helpers import tiny_trainer
 
     torch.manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(32, 8), torch.randint(0, 4, (32,)))
     model = torch.nn.Linear(8, 4)
-    task = build_task("classification", num_classes=4)
     opt = adamx.SophiaG(model.parameters(), lr=1e-3)
     refreshed_after = []
     update = opt.update_hessian
@@ -343,17 +339,7 @@ def test_trainer_refreshes_sophiag_hessian_after_exactly_every_kth_step(tmp_path
         update()
 
     opt.update_hessian = spy
-    trainer = Trainer(
-        task=task,
-        model=model,
-        optimizer=opt,
-        train_data=train_loader(data, task.collate, 4, seed=0),
-        eval_data=[],
-        lr_factor=lambda step: 1.0,
-        run_dir=tmp_path,
-        config=TrainerConfig(device="cpu"),
-        hessian_interval=3,
-    )
+    trainer = tiny_trainer(tmp_path, model, opt, samples=32, batch_size=4, hessian_interval=3)
     trainer.train_epoch()
     trainer.epoch = 1
     trainer.train_epoch()

@@ -6,12 +6,10 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-import torch
 import yaml
+from helpers import tiny_trainer
 
-from experiments.loaders import train_loader
-from experiments.tasks import build_task
-from experiments.trainer import Trainer, TrainerConfig
+from experiments.trainer import TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,18 +23,7 @@ def test_trainer_config_defaults_mirror_the_yaml():
     assert defaults == configured
 
 
-def _trainer(tmp_path, **kwargs) -> Trainer:
-    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
-    model = torch.nn.Linear(4, 3)
-    task = build_task("classification", num_classes=3)
-    return Trainer(
-        task=task, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        train_data=train_loader(data, task.collate, 4, seed=0), eval_data=[], lr_factor=lambda step: 1.0,
-        run_dir=tmp_path, config=TrainerConfig(device="cpu"), **kwargs,
-    )  # fmt: skip
-
-
 def test_the_seed_comes_from_the_argument_then_the_run_info_then_zero(tmp_path):
-    assert _trainer(tmp_path, seed=7, info={"seed": 3}).seed == 7
-    assert _trainer(tmp_path, info={"seed": 3}).seed == 3
-    assert _trainer(tmp_path).seed == 0
+    assert tiny_trainer(tmp_path, seed=7, info={"seed": 3}).seed == 7
+    assert tiny_trainer(tmp_path, info={"seed": 3}).seed == 3
+    assert tiny_trainer(tmp_path).seed == 0

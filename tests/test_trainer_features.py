@@ -6,15 +6,13 @@ import functools
 import pandas as pd
 import pytest
 import torch
-from helpers import compose_config
+from helpers import compose_config, tiny_trainer
 
 import adamx
 from experiments.launch import run_experiment
-from experiments.loaders import train_loader
 from experiments.rundir import load_checkpoint, run_dir
 from experiments.schedule import linear_to_min
-from experiments.tasks import build_task
-from experiments.trainer import Trainer, TrainerConfig
+from experiments.trainer import TrainerConfig
 
 
 def run(root, *extra, digits=True):
@@ -100,21 +98,12 @@ def test_eval_cadence_and_the_lr_of_every_step(tmp_path):
 
 
 def test_schedule_scales_each_groups_own_lr(tmp_path):
-    data = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 3, (16,)))
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
     optimizer = torch.optim.SGD(
         [{"params": model[0].parameters(), "lr": 1.0}, {"params": model[1].parameters(), "lr": 0.1}]
     )
-    task = build_task("classification", num_classes=3)
-    trainer = Trainer(
-        task=task,
-        model=model,
-        optimizer=optimizer,
-        train_data=train_loader(data, task.collate, 8, seed=0),
-        eval_data=[],
-        lr_factor=lambda step: 0.5**step,
-        run_dir=tmp_path,
-        config=TrainerConfig(device="cpu"),
+    trainer = tiny_trainer(
+        tmp_path, model, optimizer, samples=16, batch_size=8, lr_factor=lambda step: 0.5**step
     )
     trainer.step = 3
     trainer._set_lr()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import signal
 
-from test_trainer_defaults import _trainer
+from helpers import tiny_trainer
 
 from experiments.rundir import CsvLog
 
 
 def test_the_stop_reason_names_step_batch_and_epoch(tmp_path):
     """A signal mid-epoch names the batch within the 1-based epoch; at an epoch's end, that epoch."""
-    trainer = _trainer(tmp_path)
+    trainer = tiny_trainer(tmp_path)
     trainer.steps_per_epoch, trainer.epoch, trainer.step = 45, 1, 73
     assert trainer._stop_reason(signal.SIGTERM) == (
         "stopped by SIGTERM at step 73, batch 28 of epoch 2; last.pt holds that step; "
@@ -24,7 +24,7 @@ def test_the_stop_reason_names_step_batch_and_epoch(tmp_path):
 def test_a_session_that_stopped_before_its_first_checkpoint_leaves_no_rows(tmp_path):
     """No last.pt: train.csv and eval.csv rows of the stopped session are dropped and best.pt removed, so
     the new session's history starts clean (the header stays)."""
-    trainer = _trainer(tmp_path)
+    trainer = tiny_trainer(tmp_path)
     for log, row in (
         (trainer.train_log, {"step": 1, "loss": 1.0}),
         (trainer.eval_log, {"epoch": 1, "top1_err": 50.0}),
