@@ -62,3 +62,15 @@ def tiny_trainer(
         config=TrainerConfig(device="cpu"),
         **trainer_kwargs,
     )
+
+
+def cifar_fixture_overrides(root: Path) -> list[str]:
+    """run.py overrides that train the demo CNN on a CIFAR-100 fixture written at ``root``, one worker."""
+    return [
+        "dataset=cifar100",
+        f"dataset.root={root}",
+        "model=digits_cnn",
+        "+model.in_channels=3",
+        "dataset.batch_size=16",
+        "dataset.num_workers=0",
+    ]

@@ -6,7 +6,7 @@ import functools
 import pandas as pd
 import pytest
 import torch
-from helpers import compose_config, tiny_trainer
+from helpers import cifar_fixture_overrides, compose_config, tiny_trainer
 
 import adamx
 from experiments.launch import run_experiment
@@ -121,15 +121,7 @@ def test_device_resident_loader_is_used_and_replays_the_same_epoch(tmp_path):
     from data.fixtures import write_fixture
 
     root = write_fixture("cifar100", tmp_path / "cifar")
-    common = [
-        "dataset=cifar100",
-        f"dataset.root={root}",
-        "model=digits_cnn",
-        "+model.in_channels=3",
-        "dataset.batch_size=16",
-        "dataset.num_workers=0",
-        "trainer.log_every=50",
-    ]
+    common = [*cifar_fixture_overrides(root), "trainer.log_every=50"]
     resident, path_a = run(tmp_path / "a", *common, "dataset.device_resident=true", digits=False)
     again, path_b = run(tmp_path / "b", *common, "dataset.device_resident=true", digits=False)
     assert resident["dataset"] == "cifar100" and resident["steps"] > 0

@@ -8,7 +8,7 @@ import signal
 import pandas as pd
 import pytest
 import torch
-from helpers import compose_config
+from helpers import cifar_fixture_overrides, compose_config
 
 import adamx
 from experiments.launch import run_experiment
@@ -36,16 +36,7 @@ def test_mid_epoch_resume_replays_the_augmentation_stream(tmp_path, resident, on
     from data.fixtures import write_fixture
 
     root = write_fixture("cifar100", tmp_path / "cifar")
-    common = [
-        "dataset=cifar100",
-        f"dataset.root={root}",
-        "model=digits_cnn",
-        "+model.in_channels=3",
-        "dataset.batch_size=16",
-        "dataset.num_workers=0",
-        "trainer.log_every=3",
-        f"dataset.device_resident={resident}",
-    ]
+    common = [*cifar_fixture_overrides(root), "trainer.log_every=3", f"dataset.device_resident={resident}"]
     straight, path_a = run(tmp_path / "a", *common)
     with pytest.raises(RunInterrupted):
         run(tmp_path / "b", *common, hooks=sigterm_at(5))
