@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import make_tables  # noqa: E402
 from results_io import best_and_final, find_runs, time_to_target  # noqa: E402
+from test_make_tables import LM_SPEC  # noqa: E402
 
 METRICS = make_tables.load_paper()["metrics"]
 
@@ -431,15 +432,7 @@ def test_run_names_from_the_path_when_config_is_missing(tmp_path):
 def test_landmarks_csv_every_cell(tmp_path):
     """A landmark window shifted by one step, the area's start step included, or a p-value in the wrong row."""
     root = tmp_path / "runs"
-    spec = {
-        "caption": "lm",
-        "columns": ["top1_err"],
-        "reference": "adamx",
-        "landmarks": [3, 5],
-        "landmark_window": 2,
-        "auc_after": 3,
-        "rows": {"adamx": {"label": "AdamX", "values": {}}, "adam": {"label": "Adam", "values": {}}},
-    }
+    spec = {**LM_SPEC, "landmarks": [3, 5], "auc_after": 3}  # test_make_tables' spec, other landmarks
     losses = {
         ("adamx", 0): [8.0, 4.0, 2.0, 1.0, 0.5],  # loss@3 = (4 + 2) / 2 = 3, loss@5 = 0.75, area>3 = 1.5
         ("adamx", 1): [8.0, 6.0, 2.0, 2.0, 1.0],  # 4, 1.5, 3
