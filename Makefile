@@ -66,9 +66,10 @@ clean-venv:
 claims-horizon: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) run.py -m experiment=claims_horizon seed=0,1,2,3,4 optimizer=adamx,adam,adam_adafactor,adam_adax,adax runs_root=runs/claims
 	$(PY) scripts/make_tables.py --runs runs/claims --experiment-prefix claims_horizon
+	$(PY) scripts/loss_spikes.py --runs runs/claims --experiment claims_horizon
 	$(PY) scripts/make_figures.py --runs runs/claims
 
-# Part 2: LR grid on a validation split (7 LRs x 3 seeds x 7 optimizers), selection, 5 fresh test seeds.
+# Part 2: LR grid on a validation split (10 LRs x 3 seeds x 7 optimizers), selection, 5 fresh test seeds.
 claims-tune: $(STAMP)
 	$(PY) scripts/tune_lr.py commands --python $(PY) | sh -e
 	$(PY) scripts/tune_lr.py select --runs runs/claims_tune --write

@@ -13,19 +13,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import tune_lr  # noqa: E402
 
 
-def test_grid_is_seven_log_spaced_values_over_two_decades_around_the_repro_lr() -> None:
+def test_grid_is_ten_log_spaced_values_over_three_decades_around_the_repro_lr() -> None:
     grid = tune_lr.lr_grid(1e-3)
-    assert grid == [1e-4, 2.15e-4, 4.64e-4, 1e-3, 2.15e-3, 4.64e-3, 1e-2]
+    assert grid == [1e-4, 2.15e-4, 4.64e-4, 1e-3, 2.15e-3, 4.64e-3, 1e-2, 2.15e-2, 4.64e-2, 0.1]
     ratios = [b / a for a, b in zip(grid, grid[1:])]
     assert all(math.isclose(r, 10 ** (1 / 3), rel_tol=0.01) for r in ratios)
-    assert tune_lr.lr_grid(1e-4)[0] == 1e-5 and tune_lr.lr_grid(1e-2)[-1] == 0.1
+    assert tune_lr.lr_grid(1e-4)[0] == 1e-5 and tune_lr.lr_grid(1e-2)[-1] == 1.0
 
 
 def test_commands_cover_every_optimizer_seed_and_grid_point() -> None:
     cmds = tune_lr.grid_commands("runs/x", seeds=(0, 1, 2))
     assert len(cmds) == 3 * 7 and cmds[0].split().count("seed=0") == 1
     lion = [c for c in cmds if "optimizer=lion " in c]
-    assert len(lion) == 3 and "optimizer.lr=1e-05,2.15e-05,4.64e-05,0.0001,0.000215,0.000464,0.001" in lion[0]
+    lion_lrs = "optimizer.lr=1e-05,2.15e-05,4.64e-05,0.0001,0.000215,0.000464,0.001,0.00215,0.00464,0.01 "
+    assert len(lion) == 3 and lion_lrs in lion[0]
     assert all("experiment=claims_tune " in c and c.endswith("runs_root=runs/x") for c in cmds)
 
 

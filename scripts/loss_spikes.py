@@ -1,0 +1,89 @@
+"""Late loss spikes and exactly-zero losses per run, from train.csv (issue 15, part 1).
+
+    python scripts/loss_spikes.py --runs runs/claims --experiment claims_horizon
+    python scripts/loss_spikes.py --runs runs/claims --experiment claims_horizon --after 5000 --threshold 1e-3
+
+Section 3 of the paper credits β̂2,t → 1 with fewer "spikes" of the training loss. Per finished run this
+counts the epochs that end after step ``--after`` whose mean per-step training loss exceeds
+``--threshold`` (a spike epoch), the largest such epoch mean and the step its epoch ends at, and the
+steps whose logged loss is exactly 0.0 (every sample predicted with probability 1 in float32: the
+landmark means include them). Writes ``<out>/<experiment>_spikes.md`` and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+from results_io import Run, find_runs
+
+
+def run_spikes(train: pd.DataFrame, after: int, threshold: float) -> dict[str, float]:
+    """Spike epochs (epoch-mean loss > threshold, epoch ending after step ``after``), the worst one, zeros."""
+    by_epoch = train.groupby("epoch").agg(loss=("loss", "mean"), end=("step", "max"))
+    late = by_epoch[by_epoch["end"] > after]
+    worst = late["loss"].idxmax() if len(late) else None
+    return {
+        "spike_epochs": int((late["loss"] > threshold).sum()),
+        "worst_loss": float(late["loss"].max()) if worst is not None else float("nan"),
+        "worst_step": int(late.loc[worst, "end"]) if worst is not None else -1,
+        "zero_steps": int((train["loss"] == 0.0).sum()),
+        "steps": int(train["step"].max()),
+    }
+
+
+def spikes_table(runs: list[Run], experiment: str, after: int, threshold: float) -> str:
+    """Markdown: one line per optimizer, the per-seed values listed in seed order."""
+    rows: dict[str, list[tuple[int, dict[str, float]]]] = defaultdict(list)
+    for run in runs:
+        if run.experiment != experiment or run.status != "finished":
+            continue
+        train = run.read_train()
+        if train is not None and len(train):
+            rows[run.optimizer].append((run.seed or 0, run_spikes(train, after, threshold)))
+    lines = [
+        f"# {experiment}: late loss spikes and exactly-zero losses (finished runs)",
+        "",
+        f"spike epochs = epochs ending after step {after:,} whose mean per-step training loss exceeds "
+        f"{threshold:g}; worst = the largest such epoch mean (step its epoch ends at); zero steps = steps "
+        "whose logged loss is exactly 0.0. Values per seed, in seed order.",
+        "",
+        "| optimizer | seeds | spike epochs | mean | worst epoch-mean loss (step) | zero-loss steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in sorted(rows):
+        got = sorted(rows[name], key=lambda r: r[0])
+        counts = [r["spike_epochs"] for _, r in got]
+        worst = ", ".join(f"{r['worst_loss']:.2g} ({r['worst_step']:,})" for _, r in got)
+        zeros = ", ".join(f"{r['zero_steps']:,}" for _, r in got)
+        seeds = ",".join(str(s) for s, _ in got)
+        mean = sum(counts) / len(counts)
+        lines.append(f"| {name} | {seeds} | {', '.join(map(str, counts))} | {mean:.1f} | {worst} | {zeros} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="runs/claims", help="runs root")
+    ap.add_argument("--experiment", default="claims_horizon")
+    ap.add_argument("--after", type=int, default=5000, help="count epochs ending after this step")
+    ap.add_argument("--threshold", type=float, default=1e-3, help="epoch-mean training loss of a spike")
+    ap.add_argument("--out", default="results/tables", help="where <experiment>_spikes.md goes")
+    args = ap.parse_args(argv)
+    if args.after < 0 or args.threshold <= 0:
+        ap.error(f"--after must be >= 0 and --threshold > 0 (got {args.after}, {args.threshold:g})")
+    runs = find_runs(args.runs)
+    if not any(r.experiment == args.experiment and r.status == "finished" for r in runs):
+        print(f"No finished {args.experiment!r} runs under {args.runs!r}; run its sweep first.")
+        return 1
+    text = spikes_table(runs, args.experiment, args.after, args.threshold)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / f"{args.experiment}_spikes.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
