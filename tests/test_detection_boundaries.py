@@ -160,6 +160,24 @@ def test_box_loss_is_one_minus_ciou_of_positives_far_from_the_target():
     assert loss.item() == pytest.approx(expected, abs=1e-5)
 
 
+def test_box_loss_of_a_level_with_exactly_one_positive_is_not_divided_further():
+    """Catches the per-level positive count floored at more than one (clamp(min=2) halves this loss)."""
+    # Target (44, 44, 6, 6) on a 10 x 10 grid, stride 8: grid (5.5, 5.5), own cell only, one positive.
+    # Zero raw outputs decode to the 8 x 8 anchor at (44, 44): same centre and shape, IoU 36/64.
+    loss_fn = YoloLoss(
+        torch.tensor([[[8.0, 8.0]]]),
+        (8,),
+        1,
+        assigner="ratio",
+        balance=(1.0,),
+        box_gain=1.0,
+        obj_gain=0.0,
+        cls_gain=0.0,
+    )
+    _, parts = loss_fn([torch.zeros(1, 1, 10, 10, 6)], torch.tensor([[0.0, 0.0, 44.0, 44.0, 6.0, 6.0]]))
+    assert parts["box"].item() == pytest.approx(1 - 36 / 64, abs=1e-6)
+
+
 def test_objectness_target_is_ciou_clamped_at_zero():
     """Catches the objectness target taking a negative CIoU (or 1) at positives far from their box."""
     preds = [torch.zeros(1, 1, 4, 4, 6)]

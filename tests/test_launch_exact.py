@@ -138,3 +138,34 @@ def test_remove_if_only_never_climbs_outside_stop(tmp_path):
 def test_remove_if_only_on_a_missing_folder_does_nothing(tmp_path):
     remove_if_only(tmp_path / "nope", ["run.log"], tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+class _LoadersBuilt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("pin_setting", [True, False])
+def test_cpu_runs_never_pin_memory_whatever_dataset_pin_memory_says(tmp_path, monkeypatch, pin_setting):
+    """Catches 'cuda and pin_memory' turned into 'or': a CPU run would ask DataLoader to pin (a warning
+    per loader on machines without CUDA, pinned pages on machines with one)."""
+    from helpers import compose_config
+
+    seen = {}
+    real_train_loader = launch.train_loader
+
+    def train_loader(*args):
+        seen["train"] = args[-1]
+        return real_train_loader(*args)
+
+    def eval_loader(*args):
+        seen["eval"] = args[-1]
+        raise _LoadersBuilt
+
+    monkeypatch.setattr(launch, "train_loader", train_loader)
+    monkeypatch.setattr(launch, "eval_loader", eval_loader)
+    cfg = compose_config(
+        [f"runs_root={tmp_path}", "trainer.device=cpu", f"++dataset.pin_memory={str(pin_setting).lower()}"]
+    )
+    with pytest.raises(_LoadersBuilt):
+        launch.run_experiment(cfg)
+    assert seen == {"train": False, "eval": False}

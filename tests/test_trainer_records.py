@@ -35,3 +35,25 @@ def test_a_session_that_stopped_before_its_first_checkpoint_leaves_no_rows(tmp_p
     for log in (trainer.train_log, trainer.eval_log):
         assert log.path.read_text().count("\n") <= 1  # at most the header
     assert not (tmp_path / "best.pt").exists()
+
+
+def test_the_progress_bar_of_a_resumed_epoch_counts_only_the_batches_left(tmp_path, monkeypatch):
+    """Catches the bar's total counting the batches already trained before a mid-epoch resume."""
+    trainer = tiny_trainer(tmp_path, samples=16)  # 4 batches of 4 per epoch
+    totals = []
+
+    class Bar(list):  # what the loop uses of a tqdm bar: iteration, set_postfix, close
+        def set_postfix(self, **values):
+            pass
+
+        def close(self):
+            pass
+
+    def progress(iterable, total, desc):
+        totals.append((total, desc))
+        return Bar(iterable)
+
+    monkeypatch.setattr(trainer, "_progress", progress)
+    trainer.step = 1  # one batch of epoch 1 already trained, as after a mid-epoch checkpoint
+    trainer.train_epoch()
+    assert totals == [(3, "epoch 1/1")] and trainer.step == 4
