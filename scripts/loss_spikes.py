@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
+from make_tables import Stat, welch_p
 from results_io import Run, find_runs
 
 
@@ -34,8 +35,11 @@ def run_spikes(train: pd.DataFrame, after: int, threshold: float) -> dict[str, f
     }
 
 
-def spikes_table(runs: list[Run], experiment: str, after: int, threshold: float) -> str:
-    """Markdown: one line per optimizer, the per-seed values listed in seed order."""
+def spikes_table(
+    runs: list[Run], experiment: str, after: int, threshold: float, reference: str = "adamx"
+) -> str:
+    """Markdown: one line per optimizer, the per-seed values listed in seed order, and the Welch p-value
+    of its spike-epoch counts vs the ``reference`` optimizer's."""
     rows: dict[str, list[tuple[int, dict[str, float]]]] = defaultdict(list)
     for run in runs:
         if run.experiment != experiment or run.status != "finished":
@@ -48,11 +52,13 @@ def spikes_table(runs: list[Run], experiment: str, after: int, threshold: float)
         "",
         f"spike epochs = epochs ending after step {after:,} whose mean per-step training loss exceeds "
         f"{threshold:g}; worst = the largest such epoch mean (step its epoch ends at); zero steps = steps "
-        "whose logged loss is exactly 0.0. Values per seed, in seed order.",
+        f"whose logged loss is exactly 0.0. Values per seed, in seed order; p = two-sided Welch t-test of the "
+        f"spike-epoch counts vs {reference}.",
         "",
-        "| optimizer | seeds | spike epochs | mean | worst epoch-mean loss (step) | zero-loss steps |",
-        "|---|---|---|---|---|---|",
+        "| optimizer | seeds | spike epochs | mean | p | worst epoch-mean loss (step) | zero-loss steps |",
+        "|---|---|---|---|---|---|---|",
     ]
+    ref = Stat([r["spike_epochs"] for _, r in rows.get(reference, [])])
     for name in sorted(rows):
         got = sorted(rows[name], key=lambda r: r[0])
         counts = [r["spike_epochs"] for _, r in got]
@@ -60,7 +66,11 @@ def spikes_table(runs: list[Run], experiment: str, after: int, threshold: float)
         zeros = ", ".join(f"{r['zero_steps']:,}" for _, r in got)
         seeds = ",".join(str(s) for s, _ in got)
         mean = sum(counts) / len(counts)
-        lines.append(f"| {name} | {seeds} | {', '.join(map(str, counts))} | {mean:.1f} | {worst} | {zeros} |")
+        p = welch_p(Stat(counts), ref)
+        p_cell = "ref" if name == reference else ("—" if p != p else f"{p:.2g}")
+        lines.append(
+            f"| {name} | {seeds} | {', '.join(map(str, counts))} | {mean:.1f} | {p_cell} | {worst} | {zeros} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -70,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--experiment", default="claims_horizon")
     ap.add_argument("--after", type=int, default=5000, help="count epochs ending after this step")
     ap.add_argument("--threshold", type=float, default=1e-3, help="epoch-mean training loss of a spike")
+    ap.add_argument("--reference", default="adamx", help="the optimizer the p-values compare against")
     ap.add_argument("--out", default="results/tables", help="where <experiment>_spikes.md goes")
     args = ap.parse_args(argv)
     if args.after < 0 or args.threshold <= 0:
@@ -78,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(r.experiment == args.experiment and r.status == "finished" for r in runs):
         print(f"No finished {args.experiment!r} runs under {args.runs!r}; run its sweep first.")
         return 1
-    text = spikes_table(runs, args.experiment, args.after, args.threshold)
+    text = spikes_table(runs, args.experiment, args.after, args.threshold, args.reference)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"{args.experiment}_spikes.md").write_text(text)
     print(text)

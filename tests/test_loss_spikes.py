@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -46,7 +47,19 @@ def test_table_lists_seeds_in_order_and_skips_unfinished_runs(tmp_path: Path) ->
         == 0
     )
     text = (out / "claims_horizon_spikes.md").read_text()
-    assert "| adam | 0,1 | 1, 0 | 0.5 | 0.75 (16), 0 (12) | 2, 20 |" in text
+    assert "| adam | 0,1 | 1, 0 | 0.5 | — | 0.75 (16), 0 (12) | 2, 20 |" in text  # no adamx runs: no p
+
+
+def test_p_value_is_welch_of_the_spike_counts_vs_the_reference(tmp_path: Path) -> None:
+    spiky = [1.0] * 20  # 3 spike epochs after step 8 at threshold 0.5
+    for seed, losses in enumerate([LOSSES, spiky, spiky]):  # adam: 1, 3, 3
+        write_run(tmp_path, "adam", seed, losses)
+    for seed, losses in enumerate([LOSSES, LOSSES, spiky]):  # adamx (reference): 1, 1, 3
+        write_run(tmp_path, "adamx", seed, losses)
+    text = loss_spikes.spikes_table(loss_spikes.find_runs(tmp_path), "claims_horizon", 8, 0.5)
+    p = stats.ttest_ind([1, 3, 3], [1, 1, 3], equal_var=False).pvalue
+    assert f"| adam | 0,1,2 | 1, 3, 3 | 2.3 | {p:.2g} |" in text
+    assert "| adamx | 0,1,2 | 1, 1, 3 | 1.7 | ref |" in text
 
 
 def test_no_finished_runs_says_so(tmp_path: Path, capsys) -> None:
