@@ -62,7 +62,7 @@ clean-venv:
 	rm -rf $(VENV)
 
 # Issue 15 (results/README.md, "The paper's claims at its horizon and under an equal tuning budget").
-# Part 1: the beta2_hat_t ablation at T = 62,480 steps (~20 min a run on one shared core; resumable).
+# Part 1: the beta2_hat_t ablation at T = 62,480 steps (25 runs, ~6.5 min each on an idle core; resumable).
 claims-horizon: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) run.py -m experiment=claims_horizon seed=0,1,2,3,4 optimizer=adamx,adam,adam_adafactor,adam_adax,adax runs_root=runs/claims
 	$(PY) scripts/make_tables.py --runs runs/claims --experiment-prefix claims_horizon
