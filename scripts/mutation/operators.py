@@ -40,9 +40,9 @@ COMPARE = {
     ast.GtE: (">=", ">"),
     ast.Eq: ("==", "!="),
     ast.NotEq: ("!=", "=="),
-    ast.Is: ("is not", "is"),
+    ast.Is: ("is", "is not"),
     ast.IsNot: ("is not", "is"),
-    ast.In: ("not in", "in"),
+    ast.In: ("in", "not in"),
     ast.NotIn: ("not in", "in"),
 }
 BOOL = {ast.And: ("and", "or"), ast.Or: ("or", "and")}
@@ -226,8 +226,6 @@ class _Finder(ast.NodeVisitor):
         left = node.left
         for op, right in zip(node.ops, node.comparators):
             token, new = COMPARE[type(op)]
-            if isinstance(op, ast.Is | ast.In):
-                token, new = new, token
             self.token_between(self.span(left)[1], self.span(right)[0], token, "compare", new)
             left = right
 
