@@ -13,25 +13,25 @@ landmark means include them). Writes ``<out>/<experiment>_spikes.md`` and prints
 from __future__ import annotations
 
 import argparse
+import math
 from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
 from make_tables import Stat, welch_p
-from results_io import Run, find_runs
+from results_io import Run, epoch_losses, find_runs
 
 
 def run_spikes(train: pd.DataFrame, after: int, threshold: float) -> dict[str, float]:
     """Spike epochs (epoch-mean loss > threshold, epoch ending after step ``after``), the worst one, zeros."""
-    by_epoch = train.groupby("epoch").agg(loss=("loss", "mean"), end=("step", "max"))
-    late = by_epoch[by_epoch["end"] > after]
+    by_epoch = epoch_losses(train)
+    late = by_epoch[by_epoch["step"] > after]
     worst = late["loss"].idxmax() if len(late) else None
     return {
         "spike_epochs": int((late["loss"] > threshold).sum()),
-        "worst_loss": float(late["loss"].max()) if worst is not None else float("nan"),
-        "worst_step": int(late.loc[worst, "end"]) if worst is not None else -1,
+        "worst_loss": float(late["loss"].max()) if worst is not None else math.nan,
+        "worst_step": int(late.loc[worst, "step"]) if worst is not None else -1,
         "zero_steps": int((train["loss"] == 0.0).sum()),
-        "steps": int(train["step"].max()),
     }
 
 
@@ -67,7 +67,7 @@ def spikes_table(
         seeds = ",".join(str(s) for s, _ in got)
         mean = sum(counts) / len(counts)
         p = welch_p(Stat(counts), ref)
-        p_cell = "ref" if name == reference else ("—" if p != p else f"{p:.2g}")
+        p_cell = "ref" if name == reference else ("—" if math.isnan(p) else f"{p:.2g}")
         lines.append(
             f"| {name} | {seeds} | {', '.join(map(str, counts))} | {mean:.1f} | {p_cell} | {worst} | {zeros} |"
         )

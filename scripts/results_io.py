@@ -174,6 +174,11 @@ def train_loss_area(df: pd.DataFrame, start: int, end: int) -> float:
     return float(part.sum())
 
 
+def epoch_losses(df: pd.DataFrame) -> pd.DataFrame:
+    """Per epoch of a train.csv: ``step`` (its last step) and ``loss`` (the mean per-step loss), by epoch."""
+    return df.groupby("epoch", sort=True).agg(step=("step", "max"), loss=("loss", "mean"))
+
+
 def first_reaching(x: pd.Series, y: pd.Series, value: float, higher_is_better: bool) -> float | None:
     """The first x at which y reaches ``value`` (>= for higher-is-better metrics, <= otherwise), None if it
     never does; NaN values never reach a target."""
@@ -195,7 +200,7 @@ def time_to_target(run: Run, target: dict[str, Any], metrics: dict[str, Any]) ->
         df = run.read_train()
         if df is None or "loss" not in df:
             return None
-        per_epoch = df.groupby("epoch", sort=True).agg(step=("step", "max"), loss=("loss", "mean"))
+        per_epoch = epoch_losses(df)
         return first_reaching(per_epoch["step"], per_epoch["loss"], float(target["train_loss"]), False)
     spec = metrics[target["metric"]]
     df = run.read_eval()
