@@ -140,9 +140,9 @@ def test_ciou_nested_and_disjoint_hand_values():
     assert got.item() == pytest.approx(disjoint, abs=1e-6)
 
 
-def _one_level_loss(**gains):
-    """One level, stride 8, a 4 x 4 grid, one 4 x 4 px anchor, one class; ratio assignment."""
-    return YoloLoss(torch.tensor([[[4.0, 4.0]]]), (8,), 1, assigner="ratio", balance=(1.0,), **gains)
+def _one_level_loss(anchor: float = 4.0, **gains):
+    """One level, stride 8, one square anchor (4 x 4 px unless told), one class; ratio assignment."""
+    return YoloLoss(torch.tensor([[[anchor, anchor]]]), (8,), 1, assigner="ratio", balance=(1.0,), **gains)
 
 
 # Target (10, 10, 4, 4): grid (1.25, 1.25) -> own cell (1, 1), left (0, 1) and upper (1, 0) neighbours.
@@ -164,16 +164,7 @@ def test_box_loss_of_a_level_with_exactly_one_positive_is_not_divided_further():
     """Catches the per-level positive count floored at more than one (clamp(min=2) halves this loss)."""
     # Target (44, 44, 6, 6) on a 10 x 10 grid, stride 8: grid (5.5, 5.5), own cell only, one positive.
     # Zero raw outputs decode to the 8 x 8 anchor at (44, 44): same centre and shape, IoU 36/64.
-    loss_fn = YoloLoss(
-        torch.tensor([[[8.0, 8.0]]]),
-        (8,),
-        1,
-        assigner="ratio",
-        balance=(1.0,),
-        box_gain=1.0,
-        obj_gain=0.0,
-        cls_gain=0.0,
-    )
+    loss_fn = _one_level_loss(anchor=8.0, box_gain=1.0, obj_gain=0.0, cls_gain=0.0)
     _, parts = loss_fn([torch.zeros(1, 1, 10, 10, 6)], torch.tensor([[0.0, 0.0, 44.0, 44.0, 6.0, 6.0]]))
     assert parts["box"].item() == pytest.approx(1 - 36 / 64, abs=1e-6)
 
