@@ -41,7 +41,7 @@ def repro_settings(path: Path = REPRO_CONFIG) -> dict[str, dict[str, Any]]:
 
 
 def lr_grid(center: float) -> list[float]:
-    """Ten values center x 10^(k/3), k = -3..6, rounded to three significant digits."""
+    """center x 10^e for each e of GRID_EXPONENTS, rounded to three significant digits."""
     return [float(f"{center * 10**e:.3g}") for e in GRID_EXPONENTS]
 
 

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import compose_config
 
 from experiments import launch
 from experiments.errors import UsageError
@@ -148,8 +149,6 @@ class _LoadersBuilt(Exception):
 def test_cpu_runs_never_pin_memory_whatever_dataset_pin_memory_says(tmp_path, monkeypatch, pin_setting):
     """Catches 'cuda and pin_memory' turned into 'or': a CPU run would ask DataLoader to pin (a warning
     per loader on machines without CUDA, pinned pages on machines with one)."""
-    from helpers import compose_config
-
     seen = {}
     real_train_loader = launch.train_loader
 
