@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import experiments.rundir  # noqa: F401  (registers the path_safe resolver the run directory uses)
+import experiments.runs.rundir  # noqa: F401  (registers the path_safe resolver the run directory uses)
 
 
 def _print_result(summary: dict) -> None:
@@ -39,11 +39,10 @@ def execute(cfg: DictConfig, overrides: list[str]) -> int:
     import torch
 
     from data import DatasetNotFoundError
-    from experiments.errors import UsageError, one_line
-    from experiments.launch import run_experiment
-    from experiments.requeue import SubmititRequeue
-    from experiments.rundir import show_tracebacks
-    from experiments.trainer import RunInterrupted, TrainingFailed
+    from experiments.runs.launch import run_experiment
+    from experiments.runs.requeue import SubmititRequeue
+    from experiments.train.errors import UsageError, one_line, show_tracebacks
+    from experiments.train.trainer import RunInterrupted, TrainingFailed
 
     requeue = SubmititRequeue.capture()  # submitit's handler, before the trainer installs its own
     try:
@@ -86,7 +85,7 @@ def main(cfg: DictConfig) -> None:
     if code == 2:  # refused: take back the folder Hydra made for it, if that is all there is
         from pathlib import Path
 
-        from experiments.rundir import remove_if_only
+        from experiments.runs.rundir import remove_if_only
 
         remove_if_only(Path(hydra_cfg.runtime.output_dir), [f"{hydra_cfg.job.name}.log"], Path(cfg.runs_root))
     # In a sweep a failed or refused run is reported and the other jobs go on; a stop by a signal

@@ -5,7 +5,7 @@ Neck: SPPCSPC-tiny on the stride-32 map, a top-down path to stride 8, a bottom-u
 Head: a 3x3 conv per level (128/256/512 channels) and an IDetect head (implicit add, 1x1 conv with
 bias, implicit multiply), 3 anchors per level. ``forward`` returns the raw level tensors
 (B, 3, H/s, W/s, 5 + classes) in train and eval mode alike; decoding lives in
-``experiments/detection/postprocess.py``.
+``experiments/tasks/detection/postprocess.py``.
 
 Written from the layer table of WongKinYiu/yolov7 (GPL-3.0, read for facts only).
 """

@@ -26,11 +26,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from data.files import CheckPlan, FileReport
 
-from data.files import CheckPlan, FileReport  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PACKAGES = {"voc": "data.voc", "sbd": "data.sbd", "cifar100": "data.cifar"}
 KEYS = {"dataset", "dataset.root", "workers", "strict_counts"}

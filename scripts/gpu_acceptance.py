@@ -20,14 +20,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
+from tools.acceptance.runner import Context, run_check, table, write_json
+
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
-from scripts.acceptance.runner import Context, run_check, table, write_json  # noqa: E402
 
 CHECKS = [  # (name prefix, "module:function"); order matters: data compares with the models' img/s
     ("env", "env_optim:check_environment"),
@@ -44,12 +44,12 @@ CHECKS = [  # (name prefix, "module:function"); order matters: data compares wit
 
 def expand(checks: list[tuple[str, str]], tiny: bool) -> list[tuple[str, Callable]]:
     """(name, function) per check; the model entry becomes one check per model."""
-    from scripts.acceptance.synthetic import specs
+    from tools.acceptance.synthetic import specs
 
     out = []
     for name, target in checks:
         module, fn = target.split(":")
-        found = getattr(importlib.import_module(f"scripts.acceptance.{module}"), fn)
+        found = getattr(importlib.import_module(f"tools.acceptance.{module}"), fn)
         if name == "model":
             out += [(f"model.{spec.model}", found(spec)) for spec in specs(tiny)]
         else:

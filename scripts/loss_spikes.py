@@ -18,8 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
-from make_tables import Stat, welch_p
-from results_io import Run, epoch_losses, find_runs
+
+from scripts.make_tables import Stat, welch_p
+from scripts.results_io import Run, epoch_losses, find_runs
 
 
 def run_spikes(train: pd.DataFrame, after: int, threshold: float) -> dict[str, float]:

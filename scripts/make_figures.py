@@ -1,6 +1,6 @@
 """Figures 1-6 of the paper (PNG + PDF) into results/figures/.
 
-Figures 1-4 are exact curves of ``adamx.schedules`` and ``experiments.schedule.linear_to_min``;
+Figures 1-4 are exact curves of ``adamx.schedules`` and ``experiments.train.schedule.linear_to_min``;
 Figure 5 is the smoothed training loss of the Table 8 runs, Figure 6 the evaluation curve of the
 Table 9 runs; the small-scale reproduction's runs get the same two kinds of figure. Each curve of a
 run figure is the mean over the seeds that exist, and its legend says how many.
@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
-from results_io import Run, find_runs, load_paper, metric_series
 
 from adamx.schedules import BETA2_SCHEDULES, DEFAULT_BETA2, beta1_hat, beta2_hat_adam, beta2_hat_adamx
+from scripts.results_io import Run, find_runs, load_paper, metric_series
 
 Curves = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -68,7 +68,7 @@ def figure3_data(
     total: int = T_PAPER, t1: int = T1_PAPER, peak: float = 3e-3, minimum: float = 3e-5, points: int = 801
 ) -> Curves:
     """Eq. 15: linear from the peak LR to the minimum over t1 steps, then flat (Table 3's values)."""
-    from experiments.schedule import (
+    from experiments.train.schedule import (
         linear_to_min,
     )  # the harness, from the checkout (results_io puts it on the path)
 

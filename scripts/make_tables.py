@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_io import (
+from scipy import stats
+
+from scripts.results_io import (
     PAPER_PROTOCOL,
     Run,
     best_and_final,
@@ -30,7 +32,6 @@ from results_io import (
     train_loss_area,
     train_loss_at,
 )
-from scipy import stats
 
 DASH = "—"
 PAPER_MARK = "†"  # on every paper column; the footnote gives the paper's protocol and ours

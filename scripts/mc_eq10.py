@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import results_io  # noqa: F401  (puts the checkout on sys.path when adamx is not installed)
 
 from adamx.schedules import beta2_hat_adamx
 

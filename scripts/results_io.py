@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,6 @@ PAPER_YAML = ROOT / "results" / "paper.yaml"
 # How every number of the paper was made (the authors' train_cifar100.py: init_seeds(seed=42) with
 # torch.use_deterministic_algorithms(True)); our runs reproduce it with ``+protocol=authors``.
 PAPER_PROTOCOL = "single run, seed 42, deterministic algorithms"
-if str(ROOT) not in sys.path:  # the harness (experiments/, models/) is used from the checkout, as run.py does
-    sys.path.insert(0, str(ROOT))
 
 
 @dataclass

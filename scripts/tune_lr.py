@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from results_io import ROOT, Run, find_runs
+
+from scripts.results_io import ROOT, Run, find_runs
 
 OPTIMIZERS = ("adamx", "adam", "adax", "sgd", "radam", "lion", "sophiag")
 GRID_EXPONENTS = tuple(k / 3 for k in range(-3, 7))

@@ -1,19 +1,13 @@
-"""Shared test set-up: the repo root on sys.path (models/, data/, experiments/ are used from the checkout),
-and the one-thread fixtures (see helpers.torch_threads)."""
+"""Shared test set-up: the one-thread fixtures (see helpers.torch_threads). pytest puts the checkout on sys.path
+(``pythonpath`` in pyproject.toml), so tests import the harness as ``experiments...`` and ``scripts...``."""
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from helpers import torch_threads  # noqa: E402  (tests/ is on sys.path once pytest loads this file)
+from tests.helpers import torch_threads
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
+CONFIGS = ROOT / "configs"
 
 
 def compose_config(overrides: Iterable[str] = (), hydra: bool = False) -> DictConfig:
@@ -42,9 +43,9 @@ def tiny_trainer(
 ):
     """A Trainer on random classification data, in-process and on the CPU: ``model`` (default Linear(4, 3))
     fixes the input width and the class count; ``optimizer`` defaults to SGD(lr=0.1)."""
-    from experiments.loaders import train_loader
     from experiments.tasks import build_task
-    from experiments.trainer import Trainer, TrainerConfig
+    from experiments.train.loaders import train_loader
+    from experiments.train.trainer import Trainer, TrainerConfig
 
     model = model if model is not None else torch.nn.Linear(4, 3)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]

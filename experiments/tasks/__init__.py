@@ -1,6 +1,6 @@
 """Tasks: how a batch becomes a loss and how a model becomes metrics.
 
-``build_task(name, **cfg) -> Task`` (see ``experiments.tasks.base.Task`` for the protocol).
+``build_task(name, **cfg) -> Task`` (see ``experiments.train.task.Task`` for the protocol).
 """
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from experiments.tasks.base import EvalContext, Task
+from experiments.train.task import EvalContext, Task
 
 TASKS: dict[str, str] = {
     "classification": "experiments.tasks.classification:ClassificationTask",
-    "detection": "experiments.tasks.detection:DetectionTask",
-    "segmentation": "experiments.tasks.segmentation:SegmentationTask",
+    "detection": "experiments.tasks.detection.task:DetectionTask",
+    "segmentation": "experiments.tasks.segmentation.task:SegmentationTask",
 }
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.tasks.base import EvalContext
+from experiments.train.task import EvalContext
 
 
 class ClassificationTask:
