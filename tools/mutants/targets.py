@@ -19,8 +19,6 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "adamx/lion.py",
             "adamx/sophia.py",
             "adamx/schedules.py",
-            "adamx/state.py",
-            "adamx/convert.py",
             "adamx/registry.py",
             "adamx/param_groups.py",
         ],
@@ -174,6 +172,51 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/scripts/test_make_tables.py",
             "tests/scripts/test_make_figures.py",
         ],
+    },
+    "adamx.state": {
+        "sources": ["adamx/state.py"],
+        "tests": [
+            "tests/adamx/test_state.py",
+            "tests/adamx/test_validation.py",
+            "tests/adamx/test_convert.py",
+        ],
+    },
+    "adamx.convert": {
+        "sources": ["adamx/convert.py"],
+        "tests": ["tests/adamx/test_convert.py", "tests/adamx/test_state.py"],
+    },
+    "experiments.runs.identity": {
+        "sources": ["experiments/runs/identity.py"],
+        "subprocess": ["tests/e2e/test_run_bad_input.py"],
+        "tests": ["tests/experiments/runs/test_identity.py", "tests/experiments/runs/test_launch.py"],
+    },
+    "experiments.runs.runlock": {
+        "sources": ["experiments/runs/runlock.py"],
+        "subprocess": ["tests/experiments/runs/test_runlock.py", "tests/e2e/test_run_bad_input.py"],
+        "tests": ["tests/experiments/runs/test_runlock.py", "tests/experiments/runs/test_launch.py"],
+    },
+    "experiments.train.signals": {
+        "sources": ["experiments/train/signals.py"],
+        "subprocess": ["tests/e2e/test_fault_injection.py", "tests/e2e/test_sweep_launchers.py"],
+        "tests": ["tests/e2e/test_fault_injection.py", "tests/e2e/test_sweep_launchers.py"],
+    },
+    "experiments.runs.requeue": {
+        "sources": ["experiments/runs/requeue.py"],
+        "subprocess": ["tests/e2e/test_sweep_launchers.py"],
+        "tests": ["tests/e2e/test_sweep_launchers.py"],
+    },
+    "experiments.runs.gpu_slots": {
+        "sources": ["experiments/runs/gpu_slots.py"],
+        "tests": ["tests/experiments/runs/test_gpu_slots.py"],
+    },
+    "scripts.tune_lr": {
+        "sources": ["scripts/tune_lr.py"],
+        "tests": ["tests/scripts/test_tune_lr.py"],
+    },
+    "scripts.sweep_status": {
+        "sources": ["scripts/sweep_status.py"],
+        "subprocess": ["tests/e2e/test_sweep_launchers.py"],
+        "tests": ["tests/scripts/test_sweep_status.py"],
     },
 }
 
