@@ -213,7 +213,7 @@ def requeued_and_reference(tmp_path_factory):
         if rows is not None and int(rows["step"]) >= INTERRUPT_AFTER_STEP:
             task = _submitit_task(job.pid)
             if task is not None:
-                os.kill(task, requeue.preempt_signal())
+                os.kill(task, signals.preempt_signal())
                 signalled = int(rows["step"])
         time.sleep(0.05)
     try:
