@@ -1,10 +1,15 @@
-"""Small pieces several test modules share: composing the Hydra config, pinning torch's thread count."""
+"""Small pieces several test modules share: composing the Hydra config, pinning torch's thread count, a tiny
+in-process Trainer, and the one way tests start the harness in a subprocess (run_py, start_py)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -75,3 +80,35 @@ def cifar_fixture_overrides(root: Path) -> list[str]:
         "dataset.batch_size=16",
         "dataset.num_workers=0",
     ]
+
+
+def harness_env(**extra: str) -> dict[str, str]:
+    """The environment of a harness subprocess: the checkout importable, one OpenMP thread, and none of the
+    caller's ADAMX_RUNS or HYDRA_FULL_ERROR (which would move run directories or change error output)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+    env.pop("ADAMX_RUNS", None)
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def run_py(
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python run.py *args`` from the checkout, as a user types it; output captured as text."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=ROOT,
+        env=env if env is not None else harness_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_py(*argv: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:
+    """``python *argv`` started in the background from the checkout (``run.py ...``, ``-m torch.distributed.run
+    ...``, a test file run as a script); text pipes unless ``popen`` says otherwise."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen(
+        [sys.executable, *argv], cwd=ROOT, env=env if env is not None else harness_env(), **popen
+    )

@@ -41,6 +41,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def all_max(values: list[int], device: torch.device) -> list[int]:
+    """The element-wise maximum of ``values`` over ranks (``values`` itself on one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    flags = torch.tensor(values, device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return [int(v) for v in flags.tolist()]
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Every rank's ``obj``, in rank order."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -2,14 +2,18 @@
 
 The handlers do no I/O: they only record the signal. The trainer finishes the step in flight, writes a
 checkpoint at that step and raises ``RunInterrupted``. A second SIGINT while stopping raises
-KeyboardInterrupt at once (the user insists; the run keeps its last checkpoint).
+KeyboardInterrupt at once (the user insists; the run keeps its last checkpoint), except inside a commit
+(``with stop.commit():`` around last.pt's rename and the trainer's note of it), where it waits for the
+commit's end, so that summary.json, last.pt and the logs never disagree about the committed step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -57,12 +61,29 @@ class StopRequests:
         self.signals = stop_signals() if signals is None else signals
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._committing = False
+        self._deferred = False  # a second Ctrl-C that arrived inside a commit
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and self.signum is not None:
+            if self._committing:
+                self._deferred = True
+                return
             raise KeyboardInterrupt  # second Ctrl-C: stop now, without the step-boundary checkpoint
         if self.signum is None:
             self.signum = signum
+
+    @contextlib.contextmanager
+    def commit(self) -> Iterator[None]:
+        """A block a second Ctrl-C does not cut: it raises KeyboardInterrupt when the block ends."""
+        self._committing = True
+        try:
+            yield
+        finally:
+            self._committing = False
+            if self._deferred:
+                self._deferred = False
+                raise KeyboardInterrupt
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
@@ -74,3 +95,11 @@ class StopRequests:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+def stop_reason(signum: int, step: int, epoch: int, batch_in_epoch: int) -> str:
+    """summary.json's reason for a run stopped by ``signum`` after ``step`` (``epoch`` epochs done)."""
+    where = f"step {step}" + (
+        f", batch {batch_in_epoch} of epoch {epoch + 1}" if batch_in_epoch else f", end of epoch {epoch}"
+    )
+    return f"stopped by {signal.Signals(signum).name} at {where}; last.pt holds that step; re-run the same command to resume"

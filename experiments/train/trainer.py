@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import resource
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,78 +21,20 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from experiments.train import collectives
+from experiments.train import checkpoint, collectives, hessian, records
 from experiments.train.collectives import DistInfo
-from experiments.train.files import CsvLog, save_checkpoint, write_json
+from experiments.train.config import PRECISIONS, TrainerConfig
+from experiments.train.errors import RunInterrupted, TrainingFailed, outcome
+from experiments.train.files import save_checkpoint
 from experiments.train.loaders import EpochLoader
+from experiments.train.placement import place_model
 from experiments.train.provenance import git_commit, versions
-from experiments.train.seeding import rng_state, seed_rank_streams, set_rng_state
-from experiments.train.signals import StopRequests
+from experiments.train.seeding import seed_rank_streams
+from experiments.train.signals import StopRequests, stop_reason
 from experiments.train.task import EvalContext, Task
-from experiments.train.tensorboard_log import TensorBoardLog
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class TrainerConfig:
-    """Mirrors ``configs/trainer/default.yaml``."""
-
-    epochs: int = 1
-    device: str = "auto"
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    deterministic: bool = False
-    grad_clip: float | None = None
-    eval_every: int = 1
-    progress: Any = "auto"  # auto (a TTY on rank 0), true, false
-    log_every: int = 20  # steps between host syncs of the loss (train.csv rows keep every step)
-    sync_bn: bool = False
-    checkpoint_every_min: float | None = 30.0  # mid-epoch last.pt at most this often; null: epoch ends only
-    tf32: bool = False  # TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (the paper's protocol is fp32)
-    jobs_per_gpu: int = (
-        1  # device=auto in a parallel sweep: runs that may share one GPU (experiments/runs/gpu_slots.py)
-    )
-    tensorboard: bool = False  # event files beside the CSVs (the CSVs stay the record)
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"Unknown trainer.precision={self.precision!r}; choose one of {list(PRECISIONS)}."
-            )
-        if self.epochs < 1 or self.eval_every < 1 or self.log_every < 1:
-            raise ValueError(
-                f"trainer.epochs, eval_every and log_every must be >= 1, got "
-                f"{self.epochs}, {self.eval_every}, {self.log_every}."
-            )
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"trainer.grad_clip must be positive or null, got {self.grad_clip}.")
-        if self.jobs_per_gpu < 1:
-            raise ValueError(f"trainer.jobs_per_gpu must be >= 1, got {self.jobs_per_gpu}.")
-        if self.checkpoint_every_min is not None and not self.checkpoint_every_min > 0:
-            raise ValueError(
-                f"trainer.checkpoint_every_min must be positive or null, got {self.checkpoint_every_min}."
-            )
-
-
-class RunInterrupted(Exception):
-    """A stop signal arrived; the trainer finished the step in flight and committed last.pt at it.
-
-    ``exit_code`` is the shell's convention for death by that signal (SIGINT 130, SIGTERM 143,
-    SIGUSR1 138), so a scheduler sees what happened while the run directory stays resumable.
-    """
-
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.signum = int(signum)
-        self.exit_code = 128 + self.signum
-
-
-class TrainingFailed(RuntimeError):
-    """The run stopped on a non-finite loss; the message is the one-line reason."""
+__all__ = ["Hooks", "RunInterrupted", "Trainer", "TrainerConfig", "TrainingFailed"]
 
 
 @dataclass
@@ -150,30 +89,9 @@ class Trainer:
         dtype = PRECISIONS[config.precision]
         self.amp_dtype = dtype
         self.scaler = torch.amp.GradScaler(self.device.type) if dtype is torch.float16 else None
-        if hessian_interval and not hasattr(optimizer, "update_hessian"):
-            raise ValueError(
-                f"optimizer.hessian_update_interval={hessian_interval} is set but {type(optimizer).__name__} "
-                "has no update_hessian(); remove the key or use optimizer=sophiag."
-            )
-        if hessian_interval and not getattr(task, "has_sampled_loss", True):
-            raise ValueError(
-                f"optimizer.hessian_update_interval is set but task {task.name!r} defines no sampled_loss, "
-                "which SophiaG's Hessian estimate needs; use another optimizer for this task."
-            )
+        hessian.check(task, optimizer, hessian_interval)
 
-        self.model.to(self.device)
-        if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        if self.dist.enabled and config.sync_bn:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.train_model: nn.Module = self.model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-        self.eval_model: nn.Module = self.model
-        if config.compile:
-            self.train_model = torch.compile(self.train_model)
-            self.eval_model = torch.compile(self.model)
+        self.model, self.train_model, self.eval_model = place_model(model, config, self.dist)
 
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
@@ -193,16 +111,12 @@ class Trainer:
         self._loader_state: torch.Tensor | None = None  # a device loader's generator at a mid-epoch resume
         self._stop: StopRequests | None = None
         self._last_save = time.perf_counter()
-        self._environment = {"versions": versions(), "git_commit": git_commit()}
+        self.environment = {"versions": versions(), "git_commit": git_commit()}
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self._session_start = time.perf_counter()
         self.summary: dict[str, Any] = {}
         self._pending: list[tuple[int, int, torch.Tensor, float, float]] = []
-        self.train_log = CsvLog(self.run_dir / "train.csv", ["step", "epoch", "loss", "lr", "time"])
-        self.eval_log = CsvLog(self.run_dir / "eval.csv", ["epoch", "step"])
-        self.tb = TensorBoardLog(self.run_dir, enabled=config.tensorboard and self.main)
-
-    # ------------------------------------------------------------------ helpers
+        self.records = records.Records(self.run_dir, self.main, config.tensorboard)
 
     @property
     def main(self) -> bool:
@@ -216,21 +130,12 @@ class Trainer:
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self._session_start
 
-    def _progress(self, iterable: Iterable, total: int, desc: str):
-        enabled = self.cfg.progress
-        if enabled == "auto":
-            enabled = sys.stderr.isatty()
-        if not (enabled and self.main):
-            return None
-        from tqdm import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+    def _progress(self, iterable: Iterable, total: int | None, desc: str) -> Any:
+        return records.progress_bar(iterable, total, desc, self.cfg.progress, self.main)
 
     def _log(self, message: str) -> None:
         if self.main:
             print(message, flush=True)
-
-    # ------------------------------------------------------------------ checkpoints
 
     def _train_time(self) -> float:
         running = time.perf_counter() - self._train_clock if self._train_clock is not None else 0.0
@@ -238,8 +143,7 @@ class Trainer:
 
     def _snapshot(self) -> dict[str, Any]:
         """The counters last.pt holds, to report after a stop or failure instead of the in-flight ones."""
-        keys = ("epoch", "step", "samples", "best", "final")
-        return copy.deepcopy({key: getattr(self, key) for key in keys})
+        return copy.deepcopy({key: getattr(self, key) for key in checkpoint.COUNTERS})
 
     def _rollback(self) -> None:
         """Make the in-memory counters (what summary.json reports) those of the last commit."""
@@ -247,154 +151,48 @@ class Trainer:
             setattr(self, key, value)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resume needs, at a step boundary (an epoch end or mid-epoch)."""
-        own_rng = {**rng_state(), "loader_generator": self.train_data.generator.get_state()}
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "epoch": self.epoch,
-            "step": self.step,
-            "batch_in_epoch": self.step - self.epoch * self.steps_per_epoch,
-            "steps_per_epoch": self.steps_per_epoch,
-            "best": self.best,
-            "final": self.final,
-            "elapsed": self.elapsed(),
-            "train_time": self._train_time(),
-            "samples": self.samples,
-            "hessian_skipped": self.hessian_skipped,
-            "started": self.started,
-            "identity": self.identity,
-            "rng": collectives.all_gather_object(own_rng),
-        }
+        return checkpoint.training_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved_steps = int(state.get("steps_per_epoch", self.steps_per_epoch))
-        if saved_steps != self.steps_per_epoch:  # a batch_in_epoch would point at other samples
-            raise ValueError(
-                f"{self.run_dir / 'last.pt'} was written with {saved_steps} steps per epoch and this run has "
-                f"{self.steps_per_epoch} (another batch size, data set size or number of processes); resume "
-                "it as it was started, or pass force=true to start over."
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])  # places state like torch does (step on CPU)
-        if self.scaler is not None and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.best, self.final = dict(state["best"]), dict(state["final"])
-        self.elapsed_before, self.train_time = float(state["elapsed"]), float(state["train_time"])
-        self.samples, self.started = int(state["samples"]), state["started"]
-        self.hessian_skipped = int(state.get("hessian_skipped", 0))
-        rngs = state["rng"]
-        own = rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0]
-        set_rng_state(own)
-        mid_epoch = self.step - self.epoch * self.steps_per_epoch > 0
-        self._loader_state = own.get("loader_generator") if mid_epoch else None
-        self._session_start = time.perf_counter()
+        checkpoint.restore(self, state)
         self._committed = self._snapshot()
 
     def save(self) -> None:
-        """Commit last.pt at this step: pending loss rows first, then the checkpoint (atomic rename)."""
+        """Commit last.pt at this step: pending loss rows first, then the checkpoint (atomic rename). A second
+        Ctrl-C waits for the commit and the note of it, so that a stop reports what last.pt holds."""
         self._flush()
         state = self.state_dict()  # every rank joins the RNG gather
-        if self.main:
-            save_checkpoint(state, self.run_dir / "last.pt")
+        with self._stop.commit() if self._stop is not None else contextlib.nullcontext():
+            if self.main:
+                save_checkpoint(state, self.run_dir / "last.pt")
+            self._committed = self._snapshot()
         collectives.barrier()
-        self._committed = self._snapshot()
         self._last_save = time.perf_counter()
 
     def resume(self) -> bool:
         """Continue from last.pt when it exists; drop log rows written after it, torn ones included, and
         make best.pt the one last.pt records."""
-        path = self.run_dir / "last.pt"
-        if self.main:
-            for log in (self.train_log, self.eval_log):
-                _drop_torn_line(log.path)
-        if not path.exists():
-            if self.main:  # files of a session that stopped before its first checkpoint
-                self.train_log.truncate(lambda row: False)
-                self.eval_log.truncate(lambda row: False)
+        state = checkpoint.load_last(self.run_dir)
+        if state is None:
+            self.records.keep_until(-1)  # files of a session that stopped before its first checkpoint
+            if self.main:
                 (self.run_dir / "best.pt").unlink(missing_ok=True)
             return False
-        # On the CPU first: load_state_dict then places each tensor (an optimizer's step counters stay on
-        # the CPU, as torch keeps them; map_location=cuda would make RAdam sync once per parameter).
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.load_state_dict(state)
+        self.records.keep_until(self.step)
         if self.main:
-            step = self.step
-            self.train_log.truncate(lambda row: _row_step(row) <= step)
-            self.eval_log.truncate(lambda row: _row_step(row) <= step)
-            self._reconcile_best()
+            done = checkpoint.reconcile_best(self)
+            if done:
+                self._log(done)
         where = f"epoch {self.epoch}, step {self.step}"
         if self.step % self.steps_per_epoch:
             where += f" (batch {self.step - self.epoch * self.steps_per_epoch} of epoch {self.epoch + 1})"
         self._log(f"resuming {self.run_dir} from {where}")
         return True
 
-    def _best_state(self, metrics: dict[str, float]) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "epoch": self.epoch, "step": self.step, "metrics": metrics}
-
-    def _reconcile_best(self) -> None:
-        """best.pt must be the checkpoint last.pt's best record names. A stop after last.pt's rename and
-        before best.pt's leaves the old one: its weights are last.pt's own, so it is rebuilt from them."""
-        path = self.run_dir / "best.pt"
-        record = self.best.get(self.task.primary_metric)
-        on_disk = None
-        if path.exists():
-            try:
-                on_disk = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
-            except Exception:  # a torn or foreign file: treated as absent
-                on_disk = None
-        if record is not None and on_disk == int(record["step"]):
-            return
-        if record is not None and int(record["step"]) == self.step and self.final.get("step") == self.step:
-            save_checkpoint(self._best_state(self.final["metrics"]), path)
-            self._log(f"rebuilt best.pt from last.pt (step {self.step})")
-        elif path.exists():
-            path.unlink()
-            self._log(f"removed best.pt (step {on_disk}): last.pt records no best checkpoint at that step")
-
-    # ------------------------------------------------------------------ summary
-
     def write_summary(self, status: str, reason: str | None = None) -> None:
         """Write summary.json (rank 0; ``self.summary`` stays empty on the other ranks)."""
-        if not self.main:
-            return
-        if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        summary = {
-            "status": status,
-            "reason": reason,
-            **self.info,
-            "primary_metric": self.task.primary_metric,
-            "higher_is_better": self.task.higher_is_better,
-            "epochs": self.cfg.epochs,
-            "epochs_done": self.epoch,
-            "steps": self.step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "best": self.best,
-            "final": self.final,
-            "wall_time_s": round(self.elapsed(), 3),
-            "train_time_s": round(self._train_time(), 3),
-            "throughput_samples_per_s": round(self.samples / self._train_time(), 2)
-            if self._train_time()
-            else None,
-            "peak_memory_bytes": int(peak),
-            "device": str(self.device)
-            + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else ""),
-            "world_size": self.dist.world_size,
-            "precision": self.cfg.precision,
-            "tf32": self.cfg.tf32,
-            **({"hessian_refreshes_skipped": self.hessian_skipped} if self.hessian_interval else {}),
-            **self._environment,
-            "started": self.started,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        write_json(summary, self.run_dir / "summary.json")
-        self.summary = summary
-
-    # ------------------------------------------------------------------ training
+        self.summary = records.write_summary(self, status, reason) or self.summary
 
     def _set_lr(self) -> float:
         factor = self.lr_factor(self.step)
@@ -422,68 +220,28 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _hessian_step(self, batch: Any) -> None:
-        """SophiaG: refresh the Hessian EMA from the gradient of the sampled-label loss.
-
-        Under fp16 the pass is loss-scaled like the training step (the GradScaler's current scale), the
-        gradients unscaled before ``update_hessian``, and a refresh whose gradients are not finite is
-        skipped (counted in summary.json); the scale itself is left to the training steps.
-        """
-        with self.autocast():
-            loss = self.task.sampled_loss(self.train_model, batch)
-        if loss is None:
-            raise ValueError(
-                f"optimizer.hessian_update_interval is set but task {self.task.name!r} defines no "
-                "sampled_loss; SophiaG needs one."
-            )
-        if self.scaler is None:
-            loss.backward()
-            self.optimizer.update_hessian()
-        else:
-            scale = self.scaler.get_scale()
-            (loss * scale).backward()
-            grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            torch._foreach_mul_(grads, 1.0 / scale)
-            if not grads or torch.stack([torch.isfinite(g).all() for g in grads]).all():
-                self.optimizer.update_hessian()
-            else:
-                self.hessian_skipped += 1
-        self.optimizer.zero_grad(set_to_none=True)
+        if hessian.refresh(self.task, self.train_model, self.optimizer, batch, self.autocast, self.scaler):
+            return
+        self.hessian_skipped += 1
 
     def _flush(self, bar: Any = None) -> None:
-        """Move pending losses to the host in one sync, check them, and append them to train.csv."""
+        """Move pending losses to the host in one sync, log them, and stop on the first non-finite one."""
         if not self._pending:
             return
         losses = torch.stack([p[2] for p in self._pending]).float()
         if self.dist.enabled:
             losses = collectives.all_reduce_sum(losses) / self.dist.world_size
-        values = losses.tolist()
-        rows = []
-        bad = None
-        for (step, epoch, _, lr, t), value in zip(self._pending, values):
-            rows.append(
-                {"step": step, "epoch": epoch, "loss": repr(value), "lr": repr(lr), "time": f"{t:.3f}"}
-            )
-            self.tb.train(step, value, lr)  # a no-op unless trainer.tensorboard (rank 0 only)
-            if bad is None and not math.isfinite(value):
-                bad = (step, epoch, value)
+        rows = [
+            (step, epoch, value, lr, t)
+            for (step, epoch, _, lr, t), value in zip(self._pending, losses.tolist())
+        ]
         self._pending.clear()
-        if self.main:
-            self.train_log.write(rows)
+        self.records.train_rows(rows)
         if bar is not None:
-            bar.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{rows[-1]['lr'][:9]}", refresh=False)
+            bar.set_postfix(loss=f"{rows[-1][2]:.4f}", lr=f"{repr(rows[-1][3])[:9]}", refresh=False)
+        bad = next((row for row in rows if not math.isfinite(row[2])), None)
         if bad is not None:
-            step, epoch, value = bad
-            saved = self._committed
-            kept = (
-                f"last.pt keeps the last good state (epoch {saved['epoch']}, step {saved['step']})"
-                if saved["step"]
-                else "no checkpoint was written yet"
-            )
-            reason = (
-                f"loss became {value} at step {step} (epoch {epoch}); {kept}; lower optimizer.lr, set "
-                "trainer.grad_clip, or use trainer.precision=fp32"
-            )
-            raise TrainingFailed(reason)
+            raise TrainingFailed.nonfinite(*bad[:3], self._committed)
 
     def train_epoch(self) -> None:
         """Train the rest of epoch ``self.epoch + 1`` (all of it, or from a mid-epoch checkpoint's batch).
@@ -533,15 +291,14 @@ class Trainer:
         ``log_every`` steps and at epoch ends, so a signal takes effect within ``log_every`` steps.
         """
         signum = (self._stop.signum or 0) if self._stop is not None else 0
-        every = self.cfg.checkpoint_every_min
-        due = every is not None and time.perf_counter() - self._last_save >= 60.0 * every
+        every = self.cfg.checkpoint_every_s
+        due = every is not None and time.perf_counter() - self._last_save >= every
         if not self.dist.enabled:
             return signum, due
         if not boundary and self.step % self.cfg.log_every:
             return 0, False
-        flags = torch.tensor([signum, int(due)], device=self.device)
-        torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
-        return int(flags[0]), bool(flags[1])
+        signum, due = collectives.all_max([signum, int(due)], self.device)
+        return signum, bool(due)
 
     def _check_stop(self, bar: Any = None) -> None:
         """Mid-epoch: on a stop request commit last.pt at this step and raise; else checkpoint if due."""
@@ -554,11 +311,7 @@ class Trainer:
             self.write_summary("running")
 
     def _stop_reason(self, signum: int) -> str:
-        name = signal.Signals(signum).name
-        where = f"step {self.step}"
-        done = self.step - self.epoch * self.steps_per_epoch
-        where += f", batch {done} of epoch {self.epoch + 1}" if done else f", end of epoch {self.epoch}"
-        return f"stopped by {name} at {where}; last.pt holds that step; re-run the same command to resume"
+        return stop_reason(signum, self.step, self.epoch, self.step - self.epoch * self.steps_per_epoch)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -579,21 +332,9 @@ class Trainer:
 
     def _record_eval(self, metrics: dict[str, float]) -> bool:
         """Update best-per-metric and final; return whether the primary metric improved."""
-        directions = getattr(self.task, "metric_directions", {}) or {}
-        improved = False
-        for name, value in metrics.items():
-            higher = directions.get(name, self.task.higher_is_better)
-            old = self.best.get(name)
-            better = old is None or (value > old["value"] if higher else value < old["value"])
-            if better and math.isfinite(value):
-                self.best[name] = {"value": value, "epoch": self.epoch, "step": self.step}
-                improved |= name == self.task.primary_metric
+        improved = records.update_best(self.best, metrics, self.task, self.epoch, self.step)
         self.final = {"epoch": self.epoch, "step": self.step, "metrics": metrics}
-        if self.main:
-            self.eval_log.write(
-                [{"epoch": self.epoch, "step": self.step, **metrics, "time": f"{self.elapsed():.3f}"}]
-            )
-            self.tb.eval(self.step, metrics)
+        self.records.eval_row(self.epoch, self.step, metrics, self.elapsed())
         return improved
 
     def _point(self, name: str) -> None:
@@ -615,7 +356,7 @@ class Trainer:
         self._point("last_saved")
         if improved:
             if self.main:
-                save_checkpoint(self._best_state(metrics), self.run_dir / "best.pt")
+                save_checkpoint(checkpoint.best_state(self, metrics), self.run_dir / "best.pt")
             self._point("best_saved")
         self.write_summary("running")
         self._log(f"{line} ({self.elapsed():.1f} s)")
@@ -631,80 +372,28 @@ class Trainer:
         """
         torch.backends.cuda.matmul.allow_tf32 = self.cfg.tf32
         torch.backends.cudnn.allow_tf32 = self.cfg.tf32
-        with StopRequests() as stop:
-            self._stop = stop
+        with StopRequests() as self._stop:
+            if not self.resume() and self.dist.enabled:  # outside the try: a refused resume fails nothing
+                seed_rank_streams(self.seed, self.dist.rank)  # a new run: each rank its own dropout masks
+            self.write_summary("running")
+            self._last_save = time.perf_counter()
             try:
-                return self._fit()
-            finally:
-                self._stop = None
-
-    def _fit(self) -> dict[str, Any]:
-        if not self.resume() and self.dist.enabled:
-            seed_rank_streams(self.seed, self.dist.rank)  # a new run: each rank its own dropout masks
-        self.write_summary("running")
-        self._last_save = time.perf_counter()
-        try:
-            while self.epoch < self.cfg.epochs:
-                self.train_epoch()
-                self._end_epoch()
-                if self.epoch < self.cfg.epochs:
-                    signum, _ = self._poll(boundary=True)
+                while self.epoch < self.cfg.epochs:
+                    self.train_epoch()
+                    self._end_epoch()
+                    signum, _ = self._poll(boundary=True) if self.epoch < self.cfg.epochs else (0, False)
                     if signum:
                         raise RunInterrupted(signum, self._stop_reason(signum))
-        except RunInterrupted as stop:
-            self._pending.clear()
-            self._rollback()
-            self.write_summary("interrupted", str(stop))
-            raise
-        except TrainingFailed as error:
-            self._pending.clear()
-            self._rollback()
-            self.write_summary("failed", str(error))
-            raise
-        except KeyboardInterrupt:
-            self._pending.clear()
-            self._rollback()
-            if self.main:  # rows past last.pt go now, so that the directory agrees with itself at once
-                for log in (self.train_log, self.eval_log):
-                    log.close()
-                    _drop_torn_line(log.path)
-                    log.truncate(lambda row: _row_step(row) <= self.step)
-            self.write_summary(
-                "interrupted",
-                f"interrupted in epoch {self.epoch + 1}; last.pt holds step {self.step}; re-run the same "
-                "command to resume from it",
-            )
-            raise
-        except Exception as error:
-            self._pending.clear()
-            self._rollback()
-            first = (str(error).strip().splitlines() or [""])[0]
-            self.write_summary("failed", f"{type(error).__name__}: {first}")
-            raise
-        finally:
-            self.train_log.close()
-            self.eval_log.close()
-            self.tb.close()
-            self._train_clock = None
+            except (Exception, KeyboardInterrupt) as error:
+                self._pending.clear()
+                self._rollback()
+                if isinstance(error, KeyboardInterrupt):  # rows past last.pt go now: the directory agrees
+                    self.records.keep_until(self.step)
+                self.write_summary(*outcome(error, self.epoch, self.step))
+                raise
+            finally:
+                self.records.close()
+                self._train_clock = None
+                self._stop = None
         self.write_summary("finished")
         return self.summary
-
-
-def _row_step(row: dict[str, str | None]) -> float:
-    """A CSV row's step, or infinity for a row that is not whole (dropped by a resume's truncation)."""
-    try:
-        if any(value is None for value in row.values()) or None in row:
-            return math.inf
-        return int(row["step"])
-    except (KeyError, TypeError, ValueError):
-        return math.inf
-
-
-def _drop_torn_line(path: Path) -> None:
-    """Cut a final line without its newline (a kill in mid-append) so that no prefix passes for a row."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)

@@ -2,27 +2,11 @@
 Hydra's basic launcher, and an unknown option answered with the list of options."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from tests.helpers import ROOT
-
-
-def run_py(*args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("ADAMX_RUNS", None)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.helpers import run_py
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from experiments.runs import requeue
+from experiments.train import signals
 from scripts import sweep_status
 from tests.helpers import ROOT, compose_config
 
@@ -98,21 +99,21 @@ def test_local_submitit_launcher_composes():
 
 def test_submitit_signal_is_usr2_unless_submitit_is_told_otherwise(monkeypatch):
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
-    monkeypatch.delenv(requeue.PREEMPT_SIGNAL_ENV, raising=False)
-    assert requeue.submitit_signal() is None
+    monkeypatch.delenv(signals.PREEMPT_SIGNAL_ENV, raising=False)
+    assert signals.submitit_signal() is None
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    assert requeue.submitit_signal() == signal.SIGUSR2
-    monkeypatch.setenv(requeue.PREEMPT_SIGNAL_ENV, "USR1")
-    assert requeue.submitit_signal() == signal.SIGUSR1
-    monkeypatch.setenv(requeue.PREEMPT_SIGNAL_ENV, "HUP2")
+    assert signals.submitit_signal() == signal.SIGUSR2
+    monkeypatch.setenv(signals.PREEMPT_SIGNAL_ENV, "USR1")
+    assert signals.submitit_signal() == signal.SIGUSR1
+    monkeypatch.setenv(signals.PREEMPT_SIGNAL_ENV, "HUP2")
     with pytest.raises(ValueError, match="SUBMITIT_PREEMPT_SIGNAL='HUP2' names no signal"):
-        requeue.submitit_signal()
+        signals.submitit_signal()
 
 
 def test_requeue_hands_only_submitits_own_signal_back_to_submitits_handler(monkeypatch):
     calls = []
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
-    monkeypatch.delenv(requeue.PREEMPT_SIGNAL_ENV, raising=False)
+    monkeypatch.delenv(signals.PREEMPT_SIGNAL_ENV, raising=False)
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
     try:
         kept = requeue.SubmititRequeue.capture()

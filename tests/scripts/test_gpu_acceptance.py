@@ -82,8 +82,7 @@ def test_ddp_check_grades_the_ratio(monkeypatch):
 def test_bench_train_applies_trainer_settings_to_both_loops(monkeypatch):
     """tools/bench/bench_train.py: the bare loop runs under the config's autocast and channels_last, and the
     Trainer gets the config's trainer section (it ignored trainer.* before)."""
-    import scripts.bench_train as bench
-
+    import tools.bench.bench_train as bench
     from experiments.tasks.classification import ClassificationTask
     from tests.helpers import compose_config
 

@@ -174,7 +174,7 @@ def test_function_defaults_are_covered_by_the_body_and_module_code_by_the_file()
 
 def test_report_leaves_out_results_whose_file_or_tests_changed():
     """A result recorded against other code or other tests is stale and must not count."""
-    import scripts.mutants as cli
+    import tools.mutants.cli as cli
 
     path = "experiments/tasks/segmentation/miou.py"
     m = mutants(path, (ROOT / path).read_text())[0]

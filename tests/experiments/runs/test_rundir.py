@@ -19,7 +19,9 @@ from experiments.train.loaders import train_loader
 from experiments.runs.rundir import path_safe, run_dir
 from experiments.train.files import CsvLog, remove_stale_temporaries, write_json
 from experiments.tasks import build_task
-from experiments.train.trainer import Hooks, RunInterrupted, Trainer, TrainerConfig, _drop_torn_line, _row_step
+from experiments.train.checkpoint import drop_torn_line as _drop_torn_line
+from experiments.train.checkpoint import row_step as _row_step
+from experiments.train.trainer import Hooks, RunInterrupted, Trainer, TrainerConfig
 from scripts.results_io import best_and_final
 
 # ------------------------------------------------------------------ paths

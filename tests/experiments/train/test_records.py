@@ -25,13 +25,13 @@ def test_a_session_that_stopped_before_its_first_checkpoint_leaves_no_rows(tmp_p
     the new session's history starts clean (the header stays)."""
     trainer = tiny_trainer(tmp_path)
     for log, row in (
-        (trainer.train_log, {"step": 1, "loss": 1.0}),
-        (trainer.eval_log, {"epoch": 1, "top1_err": 50.0}),
+        (trainer.records.train_log, {"step": 1, "loss": 1.0}),
+        (trainer.records.eval_log, {"epoch": 1, "top1_err": 50.0}),
     ):
         CsvLog(log.path, list(row)).write([row])
     (tmp_path / "best.pt").write_bytes(b"old")
     assert trainer.resume() is False
-    for log in (trainer.train_log, trainer.eval_log):
+    for log in (trainer.records.train_log, trainer.records.eval_log):
         assert log.path.read_text().count("\n") <= 1  # at most the header
     assert not (tmp_path / "best.pt").exists()
 
