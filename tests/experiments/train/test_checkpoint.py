@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from experiments.runs.rundir import run_dir
 
 import adamx
 from experiments.runs.launch import run_experiment
+from experiments.runs.rundir import run_dir
 from experiments.tasks import build_task
 from experiments.train.files import load_checkpoint, read_json
 from experiments.train.loaders import GlobalBatchSampler, train_loader

@@ -83,9 +83,9 @@ def test_trainer_tensorboard_true_mirrors_train_csv_and_eval_csv(tmp_path, one_t
     """trainer.tensorboard=true through the real trainer: one train/loss point per train.csv row, with the
     same values, and one eval point per eval.csv row; the default writes no event file."""
     import pandas as pd
-    from experiments.runs.rundir import run_dir
 
     from experiments.runs.launch import run_experiment
+    from experiments.runs.rundir import run_dir
     from tests.helpers import compose_config
 
     base = [f"runs_root={tmp_path}", "trainer.epochs=2", "trainer.progress=false"]

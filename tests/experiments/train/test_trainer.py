@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from experiments.runs.rundir import run_dir
 
 import adamx
 import data
 from data import DatasetNotFoundError
 from experiments.runs.launch import run_experiment
+from experiments.runs.rundir import run_dir
 from experiments.train.files import load_checkpoint, read_json
 from experiments.train.schedule import linear_to_min
 from experiments.train.trainer import Hooks, TrainerConfig, TrainingFailed
