@@ -870,11 +870,21 @@ def landmarks_markdown(res: LandmarkResult, extra_header: list[str]) -> str:
     out += [
         "",
         f"loss@t = mean per-step (per-batch, dropout on, float32) training loss (train.csv) {where}; "
-        f"area>{spec.get('auc_after')} = sum of the per-step training loss over steps "
-        f"{spec.get('auc_after')}+1 .. {spec['landmarks'][-1]} (unit step width), split into trend (below the "
-        f"running median over {spec.get('trend_window')} steps) and spikes (above it) where the table has "
-        "'trend'/'spikes' columns; full@t = eval-mode training loss over every training sample in float64 at "
-        "step t (full_loss.csv). Mean ± sample std over seeds (n); "
+        + (
+            f"area>{spec['auc_after']} = sum of the per-step training loss over steps "
+            f"{spec['auc_after']}+1 .. {spec['landmarks'][-1]} (unit step width)"
+            + (
+                f", split into trend (below the running median over {spec['trend_window']} steps) and spikes "
+                "(above it)"
+                if spec.get("trend_window")
+                else ""
+            )
+            + "; "
+            if spec.get("auc_after") is not None
+            else ""
+        )
+        + "full@t = eval-mode training loss over every training sample in float64 at step t (full_loss.csv), "
+        "where the runs logged it. Mean ± sample std over seeds (n); "
         f"p = two-sided Welch t-test on log10 of the values vs the {spec['reference']} row (Mann-Whitney, Holm "
         f"and effect intervals: {res.name}_tests.md); {DASH} = no run reached that step.",
     ]
@@ -906,13 +916,33 @@ def experiment_notes(runs: list[Run]) -> list[str]:
     return lines
 
 
+def with_landmarks(
+    spec: dict[str, Any], landmarks: list[int] | None, auc_after: int | None
+) -> dict[str, Any]:
+    """``spec`` with its landmarks (and the area's start) replaced, for a check at another horizon."""
+    if not spec.get("landmarks") or (landmarks is None and auc_after is None):
+        return spec
+    spec = dict(spec)
+    if landmarks is not None:
+        spec["landmarks"] = list(landmarks)
+    if auc_after is not None and "auc_after" in spec:
+        spec["auc_after"] = auc_after
+    return spec
+
+
 def make_tables(
-    runs_root: Path | str, out: Path | str, experiment_prefix: str = "", note: list[str] | None = None
+    runs_root: Path | str,
+    out: Path | str,
+    experiment_prefix: str = "",
+    note: list[str] | None = None,
+    landmarks: list[int] | None = None,
+    auc_after: int | None = None,
 ) -> list[Path]:
-    """Write table<N>/repro_*.{md,csv,tex} for every known experiment with runs; return the paths."""
+    """Write table<N>/repro_*.{md,csv,tex} for every known experiment with runs; return the paths.
+    ``landmarks``/``auc_after`` replace every landmark table's own (a check at a shorter horizon)."""
     paper = load_paper()
     metrics = paper["metrics"]
-    specs = table_specs(paper)
+    specs = {name: with_landmarks(spec, landmarks, auc_after) for name, spec in table_specs(paper).items()}
     out = Path(out)
     by_exp: dict[str, list[Run]] = defaultdict(list)
     for run in find_runs(runs_root):
@@ -946,7 +976,7 @@ def make_tables(
         written += write_tests(out, exp, specs[exp], comparisons, lines)
     mech = MECHANISM_TABLE
     if mech["name"].startswith(experiment_prefix) or experiment_prefix.startswith("claims_fig5"):
-        written += write_mechanism(by_exp, out)
+        written += write_mechanism(by_exp, out, landmarks, auc_after)
     return written
 
 
@@ -962,12 +992,15 @@ def mechanism_runs(by_exp: dict[str, list[Run]]) -> list[Run]:
     return out
 
 
-def write_mechanism(by_exp: dict[str, list[Run]], out: Path) -> list[Path]:
+def write_mechanism(
+    by_exp: dict[str, list[Run]], out: Path, landmarks: list[int] | None = None, auc_after: int | None = None
+) -> list[Path]:
     """claims_fig5_mechanism_{landmarks.md,landmarks.csv,tests.md,tests.csv} when a mechanism run exists."""
     runs = mechanism_runs(by_exp)
     if not any(not r.optimizer.startswith("claims_fig5:") for r in runs):
         return []
-    name, spec = MECHANISM_TABLE["name"], MECHANISM_TABLE["spec"]
+    name = MECHANISM_TABLE["name"]
+    spec = with_landmarks(MECHANISM_TABLE["spec"], landmarks, auc_after)
     marks = compute_landmarks(name, spec, runs)
     lines = experiment_notes(runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -1007,6 +1040,11 @@ def main(argv: list[str] | None = None) -> int:
         help="extra header line (repeatable; <experiment dir>/NOTES.txt too)",
     )
     ap.add_argument(
+        "--landmarks",
+        help="comma-separated steps replacing every landmark table's landmarks (a check at a shorter horizon)",
+    )
+    ap.add_argument("--auc-after", type=int, help="with --landmarks: the step the area starts after")
+    ap.add_argument(
         "--from-csv",
         metavar="TABLES",
         help="recompute only the <experiment>_tests files from the per-seed values of committed tables in TABLES",
@@ -1024,7 +1062,11 @@ def main(argv: list[str] | None = None) -> int:
             f"No runs folder {args.runs!r}; train first (python run.py experiment=table3 ...) or pass --runs."
         )
         return 1
-    written = make_tables(args.runs, args.out, args.experiment_prefix, args.note)
+    try:
+        landmarks = [int(t) for t in args.landmarks.split(",")] if args.landmarks else None
+    except ValueError:
+        ap.error(f"--landmarks {args.landmarks!r} must be comma-separated step numbers, e.g. 88,176,352")
+    written = make_tables(args.runs, args.out, args.experiment_prefix, args.note, landmarks, args.auc_after)
     if not written:
         print(f"No runs of a known table under {args.runs!r}; nothing written.")
     for path in written:
