@@ -103,9 +103,15 @@ FIG5_EXTRA ?=
 FIG5_TABLE_ARGS ?=
 FIG5_SPIKE_ARGS ?=
 claims-fig5: checkout
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5 start --label "claims_fig5 sweep (25 runs, one thread each)"
 	OMP_NUM_THREADS=1 $(PY) -m scripts.probe_run -m experiment=claims_fig5 optimizer=adam,adam_adafactor,adam_adax,adamx,adax seed=$(FIG5_SEEDS) runs_root=$(FIG5_ROOT) $(FIG5_EXTRA)
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5 end --label "claims_fig5 sweep (25 runs, one thread each)"
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5_wd0 start --label "claims_fig5_wd0 sweep"
 	OMP_NUM_THREADS=1 $(PY) -m scripts.probe_run -m experiment=claims_fig5 +probe=wd0 optimizer=adamx seed=$(FIG5_MECH_SEEDS) runs_root=$(FIG5_ROOT) $(FIG5_EXTRA)
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5_wd0 end --label "claims_fig5_wd0 sweep"
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5_reset_v start --label "claims_fig5_reset_v sweep"
 	OMP_NUM_THREADS=1 $(PY) -m scripts.probe_run -m experiment=claims_fig5 +probe=reset_v probes.reset_v_at=$(FIG5_RESET_AT) optimizer=adamx seed=$(FIG5_MECH_SEEDS) runs_root=$(FIG5_ROOT) $(FIG5_EXTRA)
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5_reset_v end --label "claims_fig5_reset_v sweep"
 	$(PY) -m scripts.make_tables --runs $(FIG5_ROOT) --out $(FIG5_OUT)/tables --experiment-prefix claims_fig5 $(FIG5_TABLE_ARGS)
 	$(PY) -m scripts.loss_spikes --runs $(FIG5_ROOT) --experiment claims_fig5 --out $(FIG5_OUT)/tables $(FIG5_SPIKE_ARGS)
 	$(PY) -m scripts.make_figures --runs $(FIG5_ROOT) --out $(FIG5_OUT)/figures
