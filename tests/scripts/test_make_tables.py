@@ -935,3 +935,9 @@ def test_tests_from_committed_csv_reproduce_the_runs_tests(tmp_path: Path) -> No
     for ra, rb in zip(a, b):
         assert float(ra["p_welch_holm"]) == pytest.approx(float(rb["p_welch_holm"]), rel=1e-8)
         assert float(ra["p_mw"]) == pytest.approx(float(rb["p_mw"]), rel=1e-12)
+    # the test loss spans decades between seeds: its Welch test runs on log10, top-1 error on the values
+    loss = next(r for r in a if r["quantity"] == "loss" and r["family"].startswith("loss final"))
+    assert loss["scale"] == "log10"
+    want = stats.ttest_ind(np.log10([0.5, 1.0, 1.5]), np.log10([0.05, 0.1, 0.15]), equal_var=False).pvalue
+    assert float(loss["p_welch"]) == pytest.approx(want, rel=1e-8)
+    assert next(r for r in a if r["quantity"] == "top1_err")["scale"] == "linear"
