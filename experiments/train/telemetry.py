@@ -206,8 +206,8 @@ class OptimTelemetry:
             if not params:
                 continue
             lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
-            state0 = self.optimizer.state.get(params[0]) or {}
-            t = _step_count(state0)
+            # the step count of the first parameter with state (a frozen first parameter has none)
+            t = next((c for c in (_step_count(self.optimizer.state.get(p) or {}) for p in params) if c), None)
             beta1_hat, beta2_hat = self._rates(group, t)
             device = params[0].device
             nan = torch.tensor(_NAN, dtype=torch.float64, device=device)
@@ -219,8 +219,8 @@ class OptimTelemetry:
                     ms.append(m)
                 if v is not None:
                     vs.append(v)
-            have_m = len(ms) == len(params)
-            have_v = len(vs) == len(params)
+            have_m = bool(ms)  # over the parameters that have state (a frozen one has none)
+            have_v = bool(vs) and len(vs) == len(ms)
             sample = 0
             if have_v:
                 sqrt_v = _flat(vs).clamp_min(0).sqrt()
@@ -275,7 +275,9 @@ class OptimTelemetry:
             )
         if not numbers:
             return []
-        values = torch.stack([n.to("cpu") for n in numbers]).tolist()  # the one host transfer
+        same_device = len({n.device for n in numbers}) == 1
+        stacked = torch.stack(numbers) if same_device else torch.stack([n.cpu() for n in numbers])
+        values = stacked.tolist()  # one host transfer (one per device when groups live on several)
         names = [
             "sqrt_v_q10", "sqrt_v_q50", "sqrt_v_q90", "m_abs_q10", "m_abs_q50", "m_abs_q90", "ratio_q50",
             "update_rms_over_lr", "update_rms_over_weight_rms", "decay_share", "frac_step_below_eps",

@@ -167,3 +167,16 @@ def test_large_groups_use_an_even_stride_for_quantiles() -> None:
     assert all(int(r["quantile_sample"]) <= 10 for r in rows)
     rows = train(model, opt, x, y, 1, OptimTelemetry(opt, every=1))
     assert int(rows[0]["quantile_sample"]) == rows[0]["numel"]
+
+
+def test_a_parameter_without_gradient_leaves_the_rows_whole() -> None:
+    model, x, y = problem(5)
+    first = next(model.parameters())
+    first.requires_grad_(False)  # never stepped: no optimizer state, no update
+    opt = AdamX(model.parameters(), lr=1e-2, weight_decay=0.0)
+    rows = train(model, opt, x, y, 4, OptimTelemetry(opt, every=2))
+    assert [r["step"] for r in rows] == [2, 4]
+    assert f(rows[-1], "beta2_hat") == pytest.approx(schedules.beta2_hat_adamx(4, 0.99))
+    assert f(rows[-1], "sqrt_v_q50") > 0 and f(rows[-1], "m_abs_q50") > 0  # from the parameters with state
+    # the frozen weight's coordinates did not move: they count as stalled
+    assert f(rows[-1], "frac_step_below_eps") >= first.numel() / rows[-1]["numel"]
