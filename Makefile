@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.adamx-installed
 
-.PHONY: venv checkout demo test test-fast lint format bench tables figures repro check-data clean-venv claims-horizon claims-tune mutants
+.PHONY: venv checkout demo test test-fast lint format bench tables figures repro check-data clean-venv claims-horizon claims-tune claims-fig5 mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -86,3 +86,32 @@ claims-tune: checkout
 	OMP_NUM_THREADS=1 $(PY) run.py -m experiment=claims_tuned optimizer=adamx,adam,adax,sgd,radam,lion,sophiag seed=100,101,102,103,104 runs_root=runs/claims
 	$(PY) scripts/make_tables.py --runs runs/claims --experiment-prefix claims_tuned
 	$(PY) scripts/tune_lr.py compare
+
+# Issue 25 (results/README.md, "Method"): Figure 5's claim under Figure 5's own protocol, Table 8's constant LR
+# 2.2e-5 at T = 62,480 steps (25 runs, ~7 min each on an idle core), plus the mechanism runs (AdamX with weight
+# decay 0, and AdamX with its state restarted at step 41,976; 3 seeds each), all through scripts/probe_run.py
+# (optim.csv, full_loss.csv); then tables, spike counts and figures. Resumable. A check at a small scale:
+#   make claims-fig5 FIG5_ROOT=/tmp/fig5 FIG5_OUT=/tmp/fig5/results FIG5_SEEDS=0,1 FIG5_MECH_SEEDS=0,1 \
+#     FIG5_RESET_AT=176 FIG5_EXTRA="trainer.epochs=8 probes.full_loss_steps=[88,176,220,352]" \
+#     FIG5_TABLE_ARGS="--landmarks 88,176,220,352 --auc-after 88" FIG5_SPIKE_ARGS="--after 88"
+FIG5_ROOT ?= runs/claims
+FIG5_OUT ?= results
+FIG5_SEEDS ?= 0,1,2,3,4
+FIG5_MECH_SEEDS ?= 0,1,2
+FIG5_RESET_AT ?= 41976
+FIG5_EXTRA ?=
+FIG5_TABLE_ARGS ?=
+FIG5_SPIKE_ARGS ?=
+claims-fig5: checkout
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5 start --label "claims_fig5 sweep (25 runs, one thread each)"
+	OMP_NUM_THREADS=1 $(PY) -m scripts.probe_run -m experiment=claims_fig5 optimizer=adam,adam_adafactor,adam_adax,adamx,adax seed=$(FIG5_SEEDS) runs_root=$(FIG5_ROOT) $(FIG5_EXTRA)
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5 end --label "claims_fig5 sweep (25 runs, one thread each)"
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5_wd0 start --label "claims_fig5_wd0 sweep"
+	OMP_NUM_THREADS=1 $(PY) -m scripts.probe_run -m experiment=claims_fig5 +probe=wd0 optimizer=adamx seed=$(FIG5_MECH_SEEDS) runs_root=$(FIG5_ROOT) $(FIG5_EXTRA)
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5_wd0 end --label "claims_fig5_wd0 sweep"
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5_reset_v start --label "claims_fig5_reset_v sweep"
+	OMP_NUM_THREADS=1 $(PY) -m scripts.probe_run -m experiment=claims_fig5 +probe=reset_v probes.reset_v_at=$(FIG5_RESET_AT) optimizer=adamx seed=$(FIG5_MECH_SEEDS) runs_root=$(FIG5_ROOT) $(FIG5_EXTRA)
+	$(PY) -m scripts.run_notes $(FIG5_ROOT)/claims_fig5_reset_v end --label "claims_fig5_reset_v sweep"
+	$(PY) -m scripts.make_tables --runs $(FIG5_ROOT) --out $(FIG5_OUT)/tables --experiment-prefix claims_fig5 $(FIG5_TABLE_ARGS)
+	$(PY) -m scripts.loss_spikes --runs $(FIG5_ROOT) --experiment claims_fig5 --out $(FIG5_OUT)/tables $(FIG5_SPIKE_ARGS)
+	$(PY) -m scripts.make_figures --runs $(FIG5_ROOT) --out $(FIG5_OUT)/figures

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scripts.make_tables import Stat, welch_p
+from scripts import stats as st
 from scripts.results_io import Run, epoch_losses, find_runs
 
 
@@ -36,11 +36,10 @@ def run_spikes(train: pd.DataFrame, after: int, threshold: float) -> dict[str, f
     }
 
 
-def spikes_table(
-    runs: list[Run], experiment: str, after: int, threshold: float, reference: str = "adamx"
-) -> str:
-    """Markdown: one line per optimizer, the per-seed values listed in seed order, and the Welch p-value
-    of its spike-epoch counts vs the ``reference`` optimizer's."""
+def collect(
+    runs: list[Run], experiment: str, after: int, threshold: float
+) -> dict[str, list[tuple[int, dict[str, float]]]]:
+    """optimizer -> [(seed, run_spikes(...))] over the finished runs of ``experiment``, in seed order."""
     rows: dict[str, list[tuple[int, dict[str, float]]]] = defaultdict(list)
     for run in runs:
         if run.experiment != experiment or run.status != "finished":
@@ -48,31 +47,64 @@ def spikes_table(
         train = run.read_train()
         if train is not None and len(train):
             rows[run.optimizer].append((run.seed or 0, run_spikes(train, after, threshold)))
+    return {name: sorted(got, key=lambda r: r[0]) for name, got in sorted(rows.items())}
+
+
+def spikes_table(
+    runs: list[Run], experiment: str, after: int, threshold: float, reference: str = "adamx"
+) -> str:
+    """Markdown: one line per optimizer, the per-seed values listed in seed order; the spike-epoch counts vs
+    the ``reference`` optimizer's by a two-sided Welch t-test (counts: on the counts themselves) and an exact
+    Mann-Whitney U test, both Holm-adjusted across the table's family (every row vs the reference)."""
+    rows = collect(runs, experiment, after, threshold)
+    ref = [r["spike_epochs"] for _, r in rows.get(reference, [])]
+    tests = {
+        name: st.compare(
+            "spike epochs", name, "spike epochs", [r["spike_epochs"] for _, r in got], ref, "linear"
+        )
+        for name, got in rows.items()
+        if name != reference
+    }
+    st.adjust(list(tests.values()))
+    m = st.family_sizes(list(tests.values())).get("spike epochs", 0)
     lines = [
         f"# {experiment}: late loss spikes and exactly-zero losses (finished runs)",
         "",
         f"spike epochs = epochs ending after step {after:,} whose mean per-step training loss exceeds "
         f"{threshold:g}; worst = the largest such epoch mean (step its epoch ends at); zero steps = steps "
         f"whose logged loss is exactly 0.0. Values per seed, in seed order; p = two-sided Welch t-test of the "
-        f"spike-epoch counts vs {reference}.",
+        f"spike-epoch counts vs {reference}; MW = two-sided exact Mann-Whitney U; Holm = Welch p adjusted across "
+        f"this table's family ({m} tests: every row vs {reference}).",
         "",
-        "| optimizer | seeds | spike epochs | mean | p | worst epoch-mean loss (step) | zero-loss steps |",
-        "|---|---|---|---|---|---|---|",
+        "| optimizer | seeds | spike epochs | mean | p | MW p | Holm | worst epoch-mean loss (step) | zero-loss steps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    ref = Stat([r["spike_epochs"] for _, r in rows.get(reference, [])])
-    for name in sorted(rows):
-        got = sorted(rows[name], key=lambda r: r[0])
+    for name, got in rows.items():
         counts = [r["spike_epochs"] for _, r in got]
         worst = ", ".join(f"{r['worst_loss']:.2g} ({r['worst_step']:,})" for _, r in got)
         zeros = ", ".join(f"{r['zero_steps']:,}" for _, r in got)
         seeds = ",".join(str(s) for s, _ in got)
         mean = sum(counts) / len(counts)
-        p = welch_p(Stat(counts), ref)
-        p_cell = "ref" if name == reference else ("—" if math.isnan(p) else f"{p:.2g}")
+        if name == reference:
+            cells = ["ref", "ref", "ref"]
+        else:
+            c = tests[name]
+            cells = [st.fmt_p(c.p_welch), st.fmt_p(c.p_mw), st.fmt_p(c.p_welch_holm)]
         lines.append(
-            f"| {name} | {seeds} | {', '.join(map(str, counts))} | {mean:.1f} | {p_cell} | {worst} | {zeros} |"
+            f"| {name} | {seeds} | {', '.join(map(str, counts))} | {mean:.1f} | {' | '.join(cells)} | {worst} | {zeros} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def spikes_csv(runs: list[Run], experiment: str, after: int, threshold: float) -> str:
+    """One line per optimizer with the per-seed values (make_tables --from-csv reads the counts from it)."""
+    out = ["experiment,optimizer,seeds,spike_epochs,zero_steps,after,threshold"]
+    for name, got in collect(runs, experiment, after, threshold).items():
+        seeds = ";".join(str(s) for s, _ in got)
+        counts = ";".join(str(r["spike_epochs"]) for _, r in got)
+        zeros = ";".join(str(r["zero_steps"]) for _, r in got)
+        out.append(f'{experiment},{name},"{seeds}","{counts}","{zeros}",{after},{threshold:g}')
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     text = spikes_table(runs, args.experiment, args.after, args.threshold, args.reference)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"{args.experiment}_spikes.md").write_text(text)
+    (Path(args.out) / f"{args.experiment}_spikes.csv").write_text(
+        spikes_csv(runs, args.experiment, args.after, args.threshold)
+    )
     print(text)
     return 0
 

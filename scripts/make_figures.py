@@ -241,6 +241,150 @@ def save(fig: Figure, out: Path, name: str) -> list[Path]:
 
 REPRO_EXPERIMENTS = ("repro_optimizers", "repro_schedules")
 
+# ---------------------------------------------------------------------- issue 25: Figure 5 and telemetry
+
+FIG5_EXPERIMENT = "claims_fig5"
+MECHANISM_EXPERIMENTS = ("claims_fig5_wd0", "claims_fig5_reset_v")
+FIG5_MARKS = {"t = 19,344 (the paper's landmark)": 19344, "t = 41,976 (the v-reset point)": 41976}
+
+
+def epoch_mean_curve(runs: list[Run]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per epoch (x = its last step): the median over seeds of each run's epoch-mean per-step loss."""
+    per_seed = []
+    for run in runs:
+        df = run.read_train()
+        if df is None or "loss" not in df:
+            continue
+        by_epoch = df.groupby("epoch", sort=True).agg(step=("step", "max"), loss=("loss", "mean"))
+        per_seed.append((by_epoch["step"].to_numpy(np.float64), by_epoch["loss"].to_numpy(np.float64)))
+    if not per_seed:
+        return None
+    n = min(len(x) for x, _ in per_seed)
+    return per_seed[0][0][:n], np.median([y[:n] for _, y in per_seed], axis=0)
+
+
+def full_loss_points(runs: list[Run]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The float64 full-batch training loss (full_loss.csv) per logged step, median over the seeds with it."""
+    frames = []
+    for run in runs:
+        path = run.path / "full_loss.csv"
+        if path.is_file() and path.stat().st_size:
+            frames.append(pd.read_csv(path)[["step", "full_loss"]])
+    if not frames:
+        return None
+    med = pd.concat(frames).groupby("step")["full_loss"].median()
+    return med.index.to_numpy(np.float64), med.to_numpy(np.float64)
+
+
+def figure5_groups(runs: list[Run]) -> dict[str, list[Run]]:
+    """label -> finished runs: claims_fig5's optimizers, then the mechanism runs (labelled by experiment)."""
+    groups = {opt: group for opt, group in _by_optimizer(runs, FIG5_EXPERIMENT).items()}
+    for exp in MECHANISM_EXPERIMENTS:
+        for opt, group in _by_optimizer(runs, exp).items():
+            groups[f"{opt}, {exp.removeprefix(FIG5_EXPERIMENT + '_')}"] = group
+    return groups
+
+
+def figure5_protocol(groups: dict[str, list[Run]], title: str) -> Figure:
+    """Figure 5 under its own protocol: left, the per-step loss as epoch means (median over seeds) on a
+    forward, linear iteration axis with a log loss axis, and the float64 full-batch loss as markers; right,
+    the paper's Appendix A smoothing (in forward order, mean over seeds), also on a log axis."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13.0, 4.6))
+    for i, (label, group) in enumerate(groups.items()):
+        color = f"C{i % 10}"
+        curve = epoch_mean_curve(group)
+        if curve is not None:
+            left.plot(*curve, color=color, linewidth=1.0, label=f"{label} (n={len(group)})")
+        points = full_loss_points(group)
+        if points is not None:
+            left.plot(*points, color=color, marker="o", markersize=3, linestyle="none")
+        per_seed = [
+            smooth_loss(df) for df in (r.read_train() for r in group) if df is not None and "loss" in df
+        ]
+        if per_seed:
+            right.plot(
+                *_mean_over_seeds(per_seed), color=color, linewidth=1.2, label=f"{label} (n={len(per_seed)})"
+            )
+    for ax, ylabel in (
+        (left, "training loss: epoch mean of per-batch loss (line), full-batch float64 (dots)"),
+        (right, "training loss, Appendix A smoothing (forward order)"),
+    ):
+        reached = max((line.get_xdata().max() for line in ax.get_lines() if len(line.get_xdata())), default=0)
+        for x in FIG5_MARKS.values():
+            if x <= reached:  # a shorter run (a check at a small scale) is not stretched to 41,976
+                ax.axvline(x, color="grey", linestyle=":", linewidth=1.0)
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration t (forward)")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    if groups:
+        left.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.text(
+        0.5,
+        0.01,
+        "Left: median over seeds; right: mean over seeds of Appendix A's curve (every T//400 steps, EWM "
+        "window max(5, 0.02 step)). Dotted: t = 19,344 and 41,976.",
+        ha="center",
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+TELEMETRY_PANELS = [
+    ("sqrt_v_q50", "median sqrt(v_hat) (solid), median |m_hat| (dashed)", True),
+    ("one_minus_beta2_hat", "1 - beta2_hat (the rate v still moves at)", True),
+    ("update_rms_over_lr", "update RMS / lr", True),
+    ("frac_step_below_eps", "fraction of coordinates whose step (without decay) < eps * lr", False),
+]
+
+
+def telemetry_curves(runs: list[Run], group: int = 0) -> dict[str, pd.DataFrame]:
+    """label -> optim.csv of param group ``group`` (0: the decayed weights), median over seeds per step."""
+    out = {}
+    for label, runs_ in figure5_groups(runs).items():
+        frames = []
+        for run in runs_:
+            path = run.path / "optim.csv"
+            if path.is_file() and path.stat().st_size:
+                df = pd.read_csv(path)
+                frames.append(df[df["group"] == group])
+        if frames:
+            numeric = pd.concat(frames).drop(columns=["optimizer"]).apply(pd.to_numeric, errors="coerce")
+            med = numeric.groupby("step").median()
+            med["one_minus_beta2_hat"] = 1.0 - med["beta2_hat"]
+            med["n"] = len(frames)
+            out[label] = med
+    return out
+
+
+def telemetry_figure(curves: dict[str, pd.DataFrame], title: str) -> Figure:
+    """2 x 2 panels from optim.csv: the moments, 1 - beta2_hat, the update's size, the stalled fraction."""
+    fig, axes = plt.subplots(2, 2, figsize=(12.0, 8.0))
+    for ax, (column, ylabel, logy) in zip(axes.ravel(), TELEMETRY_PANELS, strict=True):
+        for i, (label, med) in enumerate(curves.items()):
+            color = f"C{i % 10}"
+            if column not in med:
+                continue
+            y = med[column]
+            if y.notna().any():
+                ax.plot(
+                    med.index, y, color=color, linewidth=1.1, label=f"{label} (n={int(med['n'].iloc[0])})"
+                )
+            if column == "sqrt_v_q50" and "m_abs_q50" in med and med["m_abs_q50"].notna().any():
+                ax.plot(med.index, med["m_abs_q50"], color=color, linewidth=1.0, linestyle="--")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("iteration t")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    eps = next((float(m["step_eps"].iloc[0]) for m in curves.values() if "step_eps" in m), None)
+    fig.suptitle(title + (f" (eps = {eps:g})" if eps is not None else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
 
 def make_figures(runs_root: Path | str, out: Path | str) -> list[Path]:
     """Write Figures 1-4 always, 5-6 and the small-scale run figures where runs exist; return paths."""
@@ -295,6 +439,16 @@ def make_figures(runs_root: Path | str, out: Path | str) -> list[Path]:
             note="Curves are means over the finished seeds (n in the legend) of the smoothed per-step loss.",
         )
         written += save(fig, out, "claims_horizon_figure5")
+    groups = figure5_groups(runs)
+    if groups:
+        title = "Figure 5 under Table 8's protocol (constant LR 2.2e-5), digits, T = 62,480 (claims_fig5)"
+        written += save(figure5_protocol(groups, title), out, "claims_fig5_figure5")
+    curves = telemetry_curves(runs)
+    if curves:
+        title = (
+            "Optimizer telemetry, claims_fig5 (optim.csv, param group 0: decayed weights, median over seeds)"
+        )
+        written += save(telemetry_figure(curves, title), out, "claims_fig5_telemetry")
     return written
 
 

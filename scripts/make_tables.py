@@ -22,15 +22,21 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from scripts import stats as st
 from scripts.results_io import (
     PAPER_PROTOCOL,
     Run,
     best_and_final,
+    epoch_end,
     find_runs,
+    full_loss_at,
     load_paper,
+    read_full_loss,
+    steps_per_epoch,
     time_to_target,
     train_loss_area,
     train_loss_at,
+    train_losses_between,
 )
 
 DASH = "—"
@@ -84,6 +90,9 @@ SMALL_SCALE_TABLES: dict[str, dict[str, Any]] = {
         "landmarks": [19344, 37488, 62480],
         "landmark_window": 44,  # one epoch of steps ending at the landmark
         "auc_after": 19344,
+        # Figure 5's claim: the beta2_hat -> 1 rows (AdamX's, AdaX's) converge faster after 19,344, so the
+        # other schedules' training loss is predicted HIGHER than AdamX's (row - reference > 0)
+        "claims": {"landmarks": {"adam": "higher", "adam+adafactor": "higher"}},
         "rows": {
             name: {"label": label, "values": {}}
             for name, label in [
@@ -100,6 +109,54 @@ SMALL_SCALE_TABLES: dict[str, dict[str, Any]] = {
         "columns": ["top1_err", "loss"],
         "reference": "adamx",
         "rows": _rows(OPTIMIZER_LABELS),
+        # the best epoch is picked on the test set itself (optimistic); the final epoch is the clean number
+        "clean": "final",
+        # Tables 11-12's claim: AdamX beats the others, i.e. their test error is HIGHER than AdamX's
+        "claims": {"top1_err final": {name: "higher" for name, _ in OPTIMIZER_LABELS if name != "adamx"}},
+    },
+    # Issue 25: Figure 5's claim under Table 8's protocol (constant LR 2.2e-5), configs/experiment/claims_fig5.yaml
+    "claims_fig5": {
+        "caption": "Ablation of beta2_hat_t under Figure 5's protocol (Table 8: constant LR 2.2e-5), T = 62,480 steps (digits)",
+        "columns": ["top1_err", "loss"],
+        "reference": "adamx",
+        "landmarks": [19344, 37488, 41976, 46376, 62480],
+        "landmark_window": "epoch",  # the whole epoch containing the landmark: never two epochs
+        "auc_after": 19344,
+        "trend_window": 441,  # running median over ~10 epochs: the trend part of the area
+        "claims": {
+            "landmarks": {"adam": "higher", "adam+adafactor": "higher"},
+            "full-batch float64 loss": {"adam": "higher", "adam+adafactor": "higher"},
+        },
+        "rows": {
+            name: {"label": label, "values": {}}
+            for name, label in [
+                ("adam", "Adam + Adam's beta2_hat (b2 = 0.999)"),
+                ("adam+adafactor", "Adam + Adafactor's beta2_hat (c = 0.8)"),
+                ("adam+adax", "Adam + AdaX's beta2_hat (b2 = 1e-4)"),
+                ("adamx", "AdamX = Adam + AdamX's beta2_hat (b2 = 0.99)"),
+                ("adax", "AdaX"),
+            ]
+        },
+    },
+}
+
+# Issue 25's mechanism runs beside the protocol runs they vary: rows are "<experiment>:<optimizer>".
+MECHANISM_TABLE = {
+    "name": "claims_fig5_mechanism",
+    "experiments": ["claims_fig5", "claims_fig5_wd0", "claims_fig5_reset_v"],
+    "optimizers": ["adamx", "adam"],
+    "spec": {
+        "caption": "Mechanism: AdamX with weight decay 0, and AdamX with its state restarted at step 41,976",
+        "reference": "claims_fig5:adamx",
+        "landmarks": [41976, 46376, 62480],
+        "landmark_window": "epoch",
+        "claims": {},
+        "rows": {
+            "claims_fig5:adamx": {"label": "AdamX (wd 0.01)"},
+            "claims_fig5_wd0:adamx": {"label": "AdamX, weight decay 0"},
+            "claims_fig5_reset_v:adamx": {"label": "AdamX, state restarted at 41,976"},
+            "claims_fig5:adam": {"label": "Adam (wd 0.01)"},
+        },
     },
 }
 
@@ -492,12 +549,12 @@ def to_csv(res: TableResult) -> str:
     for row in res.rows:
         for col in res.spec["columns"]:
             paper = res.spec["rows"].get(row, {}).get("values", {}).get(col)
-            for which, st, p in [
+            for which, stat, p in [
                 ("best", res.best[row, col], res.p_best.get((row, col))),
                 ("final", res.final[row, col], res.p_final.get((row, col))),
                 ("best_epoch", res.best_epoch[row, col], None),
             ]:
-                mean, std, n, p_text, vals = _stat_cells(st, p)
+                mean, std, n, p_text, vals = _stat_cells(stat, p)
                 no_paper = paper is None or which == "best_epoch"
                 out.append(
                     ",".join(
@@ -532,14 +589,31 @@ class LandmarkResult:
     unfinished_used: int  # runs still going that contributed the landmarks they had passed
 
 
-def compute_landmarks(name: str, spec: dict[str, Any], runs: list[Run]) -> LandmarkResult:
-    """For a spec with ``landmarks``: each run's mean training loss over the ``landmark_window`` steps
-    ending at each landmark, and the area under its per-step loss from ``auc_after`` to the last landmark.
-    A run counts for every landmark its train.csv has reached (failed runs never), so n is per cell."""
+def _landmark_columns(spec: dict[str, Any]) -> list[str]:
     marks = [int(t) for t in spec["landmarks"]]
-    window = int(spec.get("landmark_window", 1))
     start = spec.get("auc_after")
-    columns = [f"loss@{t}" for t in marks] + ([f"area>{start}"] if start is not None else [])
+    cols = [f"loss@{t}" for t in marks]
+    if start is not None:
+        cols.append(f"area>{start}")
+        if spec.get("trend_window"):
+            cols += [f"area>{start} trend", f"area>{start} spikes"]
+    return cols + [f"full@{t}" for t in marks]
+
+
+def compute_landmarks(name: str, spec: dict[str, Any], runs: list[Run]) -> LandmarkResult:
+    """For a spec with ``landmarks``: each run's mean per-step training loss over its window at each
+    landmark, the area under its per-step loss from ``auc_after`` to the last landmark (split into trend
+    and spikes when the spec has ``trend_window``: ``stats.area_split``), and the float64 full-batch loss
+    at each landmark where full_loss.csv has it (``full@t``: the quantity the claim is about).
+
+    ``landmark_window``: a number of steps ending at t, or ``"epoch"``: the whole epoch containing t (so
+    the window never straddles two epochs; for t = 19,344 at 44 steps per epoch, steps 19,317-19,360).
+    A run counts for every landmark its logs have reached (failed runs never), so n is per cell."""
+    marks = [int(t) for t in spec["landmarks"]]
+    window = spec.get("landmark_window", 1)
+    start = spec.get("auc_after")
+    trend_window = spec.get("trend_window")
+    columns = _landmark_columns(spec)
     stats_: dict[tuple[str, str], Stat] = defaultdict(Stat)
     rows = list(spec["rows"])
     used_unfinished = 0
@@ -551,23 +625,216 @@ def compute_landmarks(name: str, spec: dict[str, Any], runs: list[Run]) -> Landm
             continue
         if run.optimizer not in rows:
             rows.append(run.optimizer)
-        values = [train_loss_at(df, t, window) for t in marks]
+        if window == "epoch":
+            spe = steps_per_epoch(run, df)
+            values = [train_loss_at(df, epoch_end(t, spe), spe) if spe else math.nan for t in marks]
+        else:
+            values = [train_loss_at(df, t, int(window)) for t in marks]
         if start is not None:
             values.append(train_loss_area(df, int(start), marks[-1]))
+            if trend_window:
+                part = train_losses_between(df, int(start), marks[-1])
+                split = (
+                    st.area_split(part.to_list(), int(trend_window)) if part is not None else (math.nan,) * 3
+                )
+                values += [split[1], split[2]]
+        full = read_full_loss(run)
+        values += [full_loss_at(full, t) for t in marks]
         got = False
-        for col, v in zip(columns, values):
+        for col, v in zip(columns, values, strict=True):
             if not math.isnan(v):
                 stats_[run.optimizer, col].values.append(v)
                 got = True
         used_unfinished += int(got and run.status != "finished")
     ref = spec["reference"]
-    p = {
-        (row, col): welch_p(stats_[row, col], stats_[ref, col])
+    columns = [c for c in columns if not c.startswith("full@") or any(stats_[r, c].n for r in rows)]
+    p = {  # losses and areas span decades: Welch on their log10 (stats.welch)
+        (row, col): st.welch(stats_[row, col].values, stats_[ref, col].values, "log10")
         for row in rows
         if row != ref
         for col in columns
     }
     return LandmarkResult(name, spec, rows, columns, stats_, p, used_unfinished)
+
+
+# ---------------------------------------------------------------------- issue 25: the tests a reviewer wants
+
+
+def _family_of(column: str) -> str:
+    if column.startswith("full@"):
+        return "full-batch float64 loss"
+    if column.endswith(" trend") or column.endswith(" spikes"):
+        return "area split"
+    return "landmarks"
+
+
+def landmark_comparisons(res: LandmarkResult) -> list[st.Comparison]:
+    """Every landmark quantity of every row vs the reference, on log10 (losses and areas span decades);
+    families: per-batch landmarks + area, the area's trend and spike parts, the full-batch float64 loss."""
+    ref = res.spec["reference"]
+    claims = res.spec.get("claims", {})
+    out = []
+    for col in res.columns:
+        family = _family_of(col)
+        for row in res.rows:
+            if row == ref or res.stats[row, col].n == 0:
+                continue
+            claim = claims.get(family, {}).get(row)
+            out.append(
+                st.compare(
+                    family, row, col, res.stats[row, col].values, res.stats[ref, col].values, "log10", claim
+                )
+            )
+    return st.adjust(out)
+
+
+def metric_scale(column: str) -> str:
+    """log10 for losses (they span decades), the values themselves for errors, mAP and mIoU in %."""
+    return "log10" if column == "loss" else "linear"
+
+
+def table_family(spec: dict[str, Any], col: str, which: str) -> str:
+    """The family name of a table column; a spec with ``clean: final`` marks its final-epoch column as the
+    clean one and its best-epoch column as picked on the test set (optimistic)."""
+    name = f"{col} {which}"
+    if spec.get("clean") == "final":
+        name += " (clean)" if which == "final" else " (epoch picked on the test set: optimistic)"
+    return name
+
+
+def table_comparisons(res: TableResult) -> list[st.Comparison]:
+    """Each metric's best and final values of every row vs the reference, one Holm family per (metric, which)."""
+    ref = res.spec["reference"]
+    claims = res.spec.get("claims", {})
+    out = []
+    for col in res.spec["columns"]:
+        for which, table in (("final", res.final), ("best", res.best)):
+            for row in res.rows:
+                if row == ref or table[row, col].n == 0:
+                    continue
+                claim = claims.get(f"{col} {which}", {}).get(row)
+                out.append(
+                    st.compare(
+                        table_family(res.spec, col, which),
+                        row,
+                        col,
+                        table[row, col].values,
+                        table[ref, col].values,
+                        metric_scale(col),
+                        claim,
+                    )
+                )
+    return st.adjust(out)
+
+
+def tests_header(name: str, spec: dict[str, Any], extra: list[str]) -> list[str]:
+    lines = [f"Reference row: {spec['reference']}; every comparison is a row against it over seeds."]
+    if spec.get("clean") == "final":
+        lines.append(
+            "The final-epoch column is the clean comparison: the best epoch is chosen on the test set itself."
+        )
+    if spec.get("landmark_window") == "epoch":
+        lines.append(
+            "loss@t = mean per-step (per-batch, dropout on, float32) training loss over the whole epoch that "
+            "contains t; full@t = eval-mode training loss over every training sample in float64 at step t "
+            "(full_loss.csv): the quantity the claim is about."
+        )
+    return lines + list(extra)
+
+
+def write_tests(
+    out: Path, name: str, spec: dict[str, Any], comparisons: list[st.Comparison], extra: list[str]
+) -> list[Path]:
+    """``<name>_tests.{md,csv}``: n, medians, Welch (on the stated scale), exact Mann-Whitney, Holm, effect, verdict."""
+    out.mkdir(parents=True, exist_ok=True)
+    md = st.comparisons_markdown(
+        f"{name}: tests against {spec['reference']}", comparisons, tests_header(name, spec, extra)
+    )
+    paths = [out / f"{name}_tests.md", out / f"{name}_tests.csv"]
+    paths[0].write_text(md)
+    paths[1].write_text(st.comparisons_csv(comparisons))
+    return paths
+
+
+def _csv_values(cell: str) -> list[float]:
+    return [float(v) for v in cell.split(";") if v not in ("", "not_reached")]
+
+
+def comparisons_from_csv(tables: Path | str, name: str, spec: dict[str, Any]) -> list[st.Comparison]:
+    """The same tests from the per-seed values a committed ``<name>.csv`` / ``<name>_landmarks.csv`` hold
+    (for tables whose run directories are not in the repository); spike counts from ``<name>_spikes.csv``
+    or, failing that, the per-seed column of ``<name>_spikes.md``."""
+    import csv as csv_mod
+
+    tables = Path(tables)
+    ref = spec["reference"]
+    claims = spec.get("claims", {})
+    out: list[st.Comparison] = []
+    main = tables / f"{name}.csv"
+    if main.is_file():
+        cells = {
+            (r["optimizer"], r["metric"], r["which"]): _csv_values(r["values"])
+            for r in csv_mod.DictReader(main.open())
+            if r["which"] in ("best", "final")
+        }
+        for col in spec["columns"]:
+            for which in ("final", "best"):
+                for (row, metric, w), values in cells.items():
+                    if metric != col or w != which or row == ref or not values:
+                        continue
+                    claim = claims.get(f"{col} {which}", {}).get(row)
+                    reference = cells.get((ref, col, which), [])
+                    out.append(
+                        st.compare(
+                            table_family(spec, col, which),
+                            row,
+                            col,
+                            values,
+                            reference,
+                            metric_scale(col),
+                            claim,
+                        )
+                    )
+    marks = tables / f"{name}_landmarks.csv"
+    if marks.is_file():
+        cells = {
+            (r["optimizer"], r["quantity"]): _csv_values(r["values"])
+            for r in csv_mod.DictReader(marks.open())
+        }
+        for (row, quantity), values in cells.items():
+            if row == ref or not values:
+                continue
+            family = _family_of(quantity)
+            claim = claims.get(family, {}).get(row)
+            out.append(
+                st.compare(family, row, quantity, values, cells.get((ref, quantity), []), "log10", claim)
+            )
+    spikes = read_spike_counts(tables, name)
+    for row, values in spikes.items():
+        if row != ref and ref in spikes:
+            out.append(st.compare("spike epochs", row, "spike epochs", values, spikes[ref], "linear"))
+    return st.adjust(out)
+
+
+def read_spike_counts(tables: Path, name: str) -> dict[str, list[float]]:
+    """optimizer -> per-seed spike-epoch counts, from ``<name>_spikes.csv`` or the table in ``<name>_spikes.md``."""
+    import csv as csv_mod
+
+    path = tables / f"{name}_spikes.csv"
+    if path.is_file():
+        return {r["optimizer"]: _csv_values(r["spike_epochs"]) for r in csv_mod.DictReader(path.open())}
+    path = tables / f"{name}_spikes.md"
+    out: dict[str, list[float]] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0] not in ("optimizer", "") and not cells[0].startswith("-"):
+            try:
+                out[cells[0]] = [float(v) for v in cells[2].split(",")]
+            except ValueError:
+                continue
+    return out
 
 
 def _sci(s: Stat) -> str:
@@ -580,7 +847,12 @@ def _sci(s: Stat) -> str:
 
 def landmarks_markdown(res: LandmarkResult, extra_header: list[str]) -> str:
     spec = res.spec
-    window = int(spec.get("landmark_window", 1))
+    window = spec.get("landmark_window", 1)
+    where = (
+        "over the whole epoch that contains step t (never two epochs)"
+        if window == "epoch"
+        else f"over the {int(window)} steps ending at step t"
+    )
     head = ["Optimizer"]
     for col in res.columns:
         head += [col, "p"]
@@ -597,10 +869,24 @@ def landmarks_markdown(res: LandmarkResult, extra_header: list[str]) -> str:
         out.append("| " + " | ".join(line) + " |")
     out += [
         "",
-        f"loss@t = mean per-step training loss (train.csv) over the {window} steps ending at step t; "
-        f"area>{spec.get('auc_after')} = sum of the per-step training loss over steps "
-        f"{spec.get('auc_after')}+1 .. {spec['landmarks'][-1]} (unit step width); mean ± sample std over seeds (n); "
-        f"p = two-sided Welch t-test vs the {spec['reference']} row; {DASH} = no run reached that step.",
+        f"loss@t = mean per-step (per-batch, dropout on, float32) training loss (train.csv) {where}; "
+        + (
+            f"area>{spec['auc_after']} = sum of the per-step training loss over steps "
+            f"{spec['auc_after']}+1 .. {spec['landmarks'][-1]} (unit step width)"
+            + (
+                f", split into trend (below the running median over {spec['trend_window']} steps) and spikes "
+                "(above it)"
+                if spec.get("trend_window")
+                else ""
+            )
+            + "; "
+            if spec.get("auc_after") is not None
+            else ""
+        )
+        + "full@t = eval-mode training loss over every training sample in float64 at step t (full_loss.csv), "
+        "where the runs logged it. Mean ± sample std over seeds (n); "
+        f"p = two-sided Welch t-test on log10 of the values vs the {spec['reference']} row (Mann-Whitney, Holm "
+        f"and effect intervals: {res.name}_tests.md); {DASH} = no run reached that step.",
     ]
     if res.unfinished_used:
         out.append(
@@ -614,8 +900,8 @@ def landmarks_csv(res: LandmarkResult) -> str:
     out = ["table,optimizer,quantity,mean,std,n,p_vs_reference,values"]
     for row in res.rows:
         for col in res.columns:
-            st, p = res.stats[row, col], res.p.get((row, col))
-            out.append(",".join([res.name, row, col, *_stat_cells(st, p)]))
+            stat, p = res.stats[row, col], res.p.get((row, col))
+            out.append(",".join([res.name, row, col, *_stat_cells(stat, p)]))
     return "\n".join(out) + "\n"
 
 
@@ -630,13 +916,33 @@ def experiment_notes(runs: list[Run]) -> list[str]:
     return lines
 
 
+def with_landmarks(
+    spec: dict[str, Any], landmarks: list[int] | None, auc_after: int | None
+) -> dict[str, Any]:
+    """``spec`` with its landmarks (and the area's start) replaced, for a check at another horizon."""
+    if not spec.get("landmarks") or (landmarks is None and auc_after is None):
+        return spec
+    spec = dict(spec)
+    if landmarks is not None:
+        spec["landmarks"] = list(landmarks)
+    if auc_after is not None and "auc_after" in spec:
+        spec["auc_after"] = auc_after
+    return spec
+
+
 def make_tables(
-    runs_root: Path | str, out: Path | str, experiment_prefix: str = "", note: list[str] | None = None
+    runs_root: Path | str,
+    out: Path | str,
+    experiment_prefix: str = "",
+    note: list[str] | None = None,
+    landmarks: list[int] | None = None,
+    auc_after: int | None = None,
 ) -> list[Path]:
-    """Write table<N>/repro_*.{md,csv,tex} for every known experiment with runs; return the paths."""
+    """Write table<N>/repro_*.{md,csv,tex} for every known experiment with runs; return the paths.
+    ``landmarks``/``auc_after`` replace every landmark table's own (a check at a shorter horizon)."""
     paper = load_paper()
     metrics = paper["metrics"]
-    specs = table_specs(paper)
+    specs = {name: with_landmarks(spec, landmarks, auc_after) for name, spec in table_specs(paper).items()}
     out = Path(out)
     by_exp: dict[str, list[Run]] = defaultdict(list)
     for run in find_runs(runs_root):
@@ -659,12 +965,66 @@ def make_tables(
             path = out / f"{exp}.{ext}"
             path.write_text(text)
             written.append(path)
+        comparisons = table_comparisons(res)
         if specs[exp].get("landmarks"):
             marks = compute_landmarks(exp, specs[exp], runs)
             for ext, text in [("md", landmarks_markdown(marks, lines)), ("csv", landmarks_csv(marks))]:
                 path = out / f"{exp}_landmarks.{ext}"
                 path.write_text(text)
                 written.append(path)
+            comparisons += landmark_comparisons(marks)
+        written += write_tests(out, exp, specs[exp], comparisons, lines)
+    mech = MECHANISM_TABLE
+    if mech["name"].startswith(experiment_prefix) or experiment_prefix.startswith("claims_fig5"):
+        written += write_mechanism(by_exp, out, landmarks, auc_after)
+    return written
+
+
+def mechanism_runs(by_exp: dict[str, list[Run]]) -> list[Run]:
+    """The mechanism table's runs, each renamed ``<experiment>:<optimizer>``."""
+    import dataclasses
+
+    out = []
+    for exp in MECHANISM_TABLE["experiments"]:
+        for run in by_exp.get(exp, []):
+            if run.optimizer in MECHANISM_TABLE["optimizers"]:
+                out.append(dataclasses.replace(run, optimizer=f"{exp}:{run.optimizer}"))
+    return out
+
+
+def write_mechanism(
+    by_exp: dict[str, list[Run]], out: Path, landmarks: list[int] | None = None, auc_after: int | None = None
+) -> list[Path]:
+    """claims_fig5_mechanism_{landmarks.md,landmarks.csv,tests.md,tests.csv} when a mechanism run exists."""
+    runs = mechanism_runs(by_exp)
+    if not any(not r.optimizer.startswith("claims_fig5:") for r in runs):
+        return []
+    name = MECHANISM_TABLE["name"]
+    spec = with_landmarks(MECHANISM_TABLE["spec"], landmarks, auc_after)
+    marks = compute_landmarks(name, spec, runs)
+    lines = experiment_notes(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ext, text in [("md", landmarks_markdown(marks, lines)), ("csv", landmarks_csv(marks))]:
+        path = out / f"{name}_landmarks.{ext}"
+        path.write_text(text)
+        written.append(path)
+    return written + write_tests(out, name, spec, landmark_comparisons(marks), lines)
+
+
+def tests_from_committed_csv(tables: Path | str, experiment_prefix: str = "") -> list[Path]:
+    """``<experiment>_tests.{md,csv}`` for every small-scale table whose per-seed values are committed under
+    ``tables`` (no run directories needed)."""
+    written = []
+    for name, spec in SMALL_SCALE_TABLES.items():
+        if not name.startswith(experiment_prefix):
+            continue
+        comparisons = comparisons_from_csv(tables, name, spec)
+        if comparisons:
+            note = [
+                f"Recomputed from the per-seed values in {Path(tables).as_posix()}/{name}*.csv (and _spikes.md)."
+            ]
+            written += write_tests(Path(tables), name, spec, comparisons, note)
     return written
 
 
@@ -679,13 +1039,34 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="extra header line (repeatable; <experiment dir>/NOTES.txt too)",
     )
+    ap.add_argument(
+        "--landmarks",
+        help="comma-separated steps replacing every landmark table's landmarks (a check at a shorter horizon)",
+    )
+    ap.add_argument("--auc-after", type=int, help="with --landmarks: the step the area starts after")
+    ap.add_argument(
+        "--from-csv",
+        metavar="TABLES",
+        help="recompute only the <experiment>_tests files from the per-seed values of committed tables in TABLES",
+    )
     args = ap.parse_args(argv)
+    if args.from_csv:
+        if not Path(args.from_csv).is_dir():
+            print(f"No tables folder {args.from_csv!r}; pass the folder that holds <experiment>.csv.")
+            return 1
+        for path in tests_from_committed_csv(args.from_csv, args.experiment_prefix):
+            print(path)
+        return 0
     if not Path(args.runs).is_dir():
         print(
             f"No runs folder {args.runs!r}; train first (python run.py experiment=table3 ...) or pass --runs."
         )
         return 1
-    written = make_tables(args.runs, args.out, args.experiment_prefix, args.note)
+    try:
+        landmarks = [int(t) for t in args.landmarks.split(",")] if args.landmarks else None
+    except ValueError:
+        ap.error(f"--landmarks {args.landmarks!r} must be comma-separated step numbers, e.g. 88,176,352")
+    written = make_tables(args.runs, args.out, args.experiment_prefix, args.note, landmarks, args.auc_after)
     if not written:
         print(f"No runs of a known table under {args.runs!r}; nothing written.")
     for path in written:

@@ -213,3 +213,44 @@ def time_to_target(run: Run, target: dict[str, Any], metrics: dict[str, Any]) ->
             run.summary.get("steps_per_epoch") or math.nan
         )
     return first_reaching(x, series, float(target["value"]), bool(spec["higher_is_better"]))
+
+
+def steps_per_epoch(run: Run, df: pd.DataFrame | None = None) -> int | None:
+    """The run's steps per epoch: summary.json's, else counted in train.csv's first epoch."""
+    spe = run.summary.get("steps_per_epoch")
+    if isinstance(spe, int) and spe > 0:
+        return spe
+    df = run.read_train() if df is None else df
+    if df is None or "epoch" not in df or not len(df):
+        return None
+    first = pd.to_numeric(df["epoch"], errors="coerce").min()
+    return int((pd.to_numeric(df["epoch"], errors="coerce") == first).sum()) or None
+
+
+def epoch_end(step: int, per_epoch: int) -> int:
+    """The last step of the epoch that contains ``step`` (steps are 1-based)."""
+    return -(-int(step) // int(per_epoch)) * int(per_epoch)
+
+
+def read_full_loss(run: Run) -> pd.DataFrame | None:
+    """full_loss.csv (scripts/probe_run.py: the eval-mode, whole-training-set loss in float64), or None."""
+    return _read_csv(run.path / "full_loss.csv")
+
+
+def full_loss_at(df: pd.DataFrame | None, step: int) -> float:
+    """The float64 full-batch training loss logged at exactly ``step``; NaN when not logged there."""
+    if df is None or "full_loss" not in df:
+        return math.nan
+    hit = pd.to_numeric(df["full_loss"], errors="coerce")[pd.to_numeric(df["step"], errors="coerce") == step]
+    return float(hit.iloc[-1]) if len(hit) else math.nan
+
+
+def train_losses_between(df: pd.DataFrame, start: int, end: int) -> pd.Series | None:
+    """The per-step losses of steps start+1 .. end, or None unless every one is there and finite."""
+    steps = pd.to_numeric(df["step"], errors="coerce")
+    if steps.empty or steps.max() < end:
+        return None
+    part = pd.to_numeric(df.loc[(steps > start) & (steps <= end), "loss"], errors="coerce")
+    if len(part) != end - start or part.isna().any():
+        return None
+    return part

@@ -44,7 +44,12 @@ def test_table_lists_seeds_in_order_and_skips_unfinished_runs(tmp_path: Path) ->
         == 0
     )
     text = (out / "claims_horizon_spikes.md").read_text()
-    assert "| adam | 0,1 | 1, 0 | 0.5 | — | 0.75 (16), 0 (12) | 2, 20 |" in text  # no adamx runs: no p
+    assert (
+        "| adam | 0,1 | 1, 0 | 0.5 | — | — | — | 0.75 (16), 0 (12) | 2, 20 |" in text
+    )  # no adamx runs: no p
+    assert (out / "claims_horizon_spikes.csv").read_text().splitlines()[1] == (
+        'claims_horizon,adam,"0;1","1;0","2;20",8,0.5'
+    )
 
 
 def test_p_value_is_welch_of_the_spike_counts_vs_the_reference(tmp_path: Path) -> None:
@@ -55,8 +60,26 @@ def test_p_value_is_welch_of_the_spike_counts_vs_the_reference(tmp_path: Path) -
         write_run(tmp_path, "adamx", seed, losses)
     text = loss_spikes.spikes_table(loss_spikes.find_runs(tmp_path), "claims_horizon", 8, 0.5)
     p = stats.ttest_ind([1, 3, 3], [1, 1, 3], equal_var=False).pvalue
-    assert f"| adam | 0,1,2 | 1, 3, 3 | 2.3 | {p:.2g} |" in text
-    assert "| adamx | 0,1,2 | 1, 1, 3 | 1.7 | ref |" in text
+    mw = stats.mannwhitneyu([1, 3, 3], [1, 1, 3], alternative="two-sided", method="exact").pvalue
+    assert f"| adam | 0,1,2 | 1, 3, 3 | 2.3 | {p:.2g} | {mw:.2g} | {p:.2g} |" in text  # one test: Holm = p
+    assert "| adamx | 0,1,2 | 1, 1, 3 | 1.7 | ref | ref | ref |" in text
+
+
+def test_holm_runs_across_the_rows_of_the_table(tmp_path: Path) -> None:
+    spiky = [1.0] * 20
+    for seed in range(3):
+        write_run(tmp_path, "adamx", seed, LOSSES)  # 1 spike epoch each
+        write_run(tmp_path, "adam", seed, spiky if seed else LOSSES)  # 1, 3, 3
+        write_run(tmp_path, "adax", seed, spiky if seed < 2 else LOSSES)  # 3, 3, 1
+    text = loss_spikes.spikes_table(loss_spikes.find_runs(tmp_path), "claims_horizon", 8, 0.5)
+    p_adam = stats.ttest_ind([1, 3, 3], [1, 1, 1], equal_var=False).pvalue
+    assert "family (2 tests: every row vs adamx)" in text
+    # two rows with the same counts and so the same p: Holm multiplies the pair by 2 (and by 1, kept monotone)
+    holm = min(1.0, 2 * p_adam)
+    for name in ("adam", "adax"):
+        line = next(x for x in text.splitlines() if x.startswith(f"| {name} |"))
+        cells = line.split(" | ")
+        assert (cells[4], cells[6]) == (f"{p_adam:.2g}", f"{holm:.2g}")
 
 
 def test_no_finished_runs_says_so(tmp_path: Path, capsys) -> None:

@@ -170,3 +170,48 @@ def test_smoothing_runs_forward() -> None:
     x, y = make_figures.smooth_loss(df)
     assert x[0] == 1 and np.all(np.diff(x) == 5)
     assert y[0] == 1.0 and y[-1] < 1e-6  # forward: starts at the first loss, ends at the last
+
+
+# ---------------------------------------------------------------- issue 25: Figure 5 under its own protocol, telemetry figure
+
+
+def fig5_run(root: Path, exp: str, opt: str, seed: int, sqrt_v: list[float]) -> Path:
+    d = root / exp / "digits_cnn" / opt.replace("+", "_") / f"seed{seed}"
+    d.mkdir(parents=True)
+    cfg = {"experiment_name": exp, "seed": seed, "model": {"name": "digits_cnn"}, "optimizer": {"name": opt}}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (d / "summary.json").write_text(json.dumps({"status": "finished", "steps_per_epoch": 4}))
+    rows = "".join(f"{s},{(s - 1) // 4 + 1},{1.0 / s},1e-3,0\n" for s in range(1, 17))
+    (d / "train.csv").write_text("step,epoch,loss,lr,time\n" + rows)
+    (d / "full_loss.csv").write_text(
+        "step,epoch,full_loss,samples,at\n8,2,0.01,100,eval\n16,4,0.001,100,eval\n"
+    )
+    head = "step,group,optimizer,numel,lr,weight_decay,beta1_hat,beta2_hat,sqrt_v_q50,m_abs_q50,step_eps\n"
+    body = "".join(
+        f"{4 * (i + 1)},{g},AdamX,10,1e-3,0.01,0.9,{1 - 10.0 ** -(i + 1)},{v if g == 0 else 99},1e-6,0.001\n"
+        for i, v in enumerate(sqrt_v)
+        for g in (0, 1)
+    )
+    (d / "optim.csv").write_text(head + body)
+    return d
+
+
+def test_telemetry_curves_are_group_0_medians_over_seeds(tmp_path: Path) -> None:
+    fig5_run(tmp_path, "claims_fig5", "adamx", 0, [1.0, 2.0, 3.0, 4.0])
+    fig5_run(tmp_path, "claims_fig5", "adamx", 1, [3.0, 2.0, 5.0, 4.0])
+    fig5_run(tmp_path, "claims_fig5", "adamx", 2, [2.0, 9.0, 1.0, 4.0])
+    fig5_run(tmp_path, "claims_fig5_reset_v", "adamx", 0, [1.0, 1.0, 1.0, 1.0])
+    curves = make_figures.telemetry_curves(find_runs(tmp_path))
+    assert list(curves) == ["adamx", "adamx, reset_v"]
+    med = curves["adamx"]
+    assert list(med.index) == [4, 8, 12, 16]
+    assert list(med["sqrt_v_q50"]) == [2.0, 2.0, 3.0, 4.0]  # group 1's 99 never enters
+    assert list(med["one_minus_beta2_hat"]) == pytest.approx([1e-1, 1e-2, 1e-3, 1e-4])
+    assert int(med["n"].iloc[0]) == 3
+    points = make_figures.full_loss_points(make_figures.figure5_groups(find_runs(tmp_path))["adamx"])
+    assert list(points[0]) == [8.0, 16.0] and list(points[1]) == [0.01, 0.001]
+    curve = make_figures.epoch_mean_curve(make_figures.figure5_groups(find_runs(tmp_path))["adamx"])
+    assert list(curve[0]) == [4.0, 8.0, 12.0, 16.0]
+    assert curve[1][0] == pytest.approx(np.mean([1.0, 1 / 2, 1 / 3, 1 / 4]))
+    written = {p.name for p in make_figures.make_figures(tmp_path, tmp_path / "figs")}
+    assert {"claims_fig5_figure5.png", "claims_fig5_telemetry.png", "claims_fig5_figure5.pdf"} <= written

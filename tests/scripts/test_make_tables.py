@@ -184,7 +184,13 @@ def test_runs_protocol_reads_seeds_and_determinism(tmp_path: Path) -> None:
 def test_prefix_and_cli(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "only7"
     assert make_tables.main(["--runs", str(runs), "--out", str(out), "--experiment-prefix", "table7"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["table7.csv", "table7.md", "table7.tex"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "table7.csv",
+        "table7.md",
+        "table7.tex",
+        "table7_tests.csv",
+        "table7_tests.md",
+    ]
     assert make_tables.main(["--runs", str(tmp_path / "nope"), "--out", str(out)]) == 1
 
 
@@ -821,4 +827,117 @@ def test_landmarks_csv_every_cell(tmp_path):
                 assert line["p_vs_reference"] == ""
             else:
                 ref = expected["adamx"][col]
-                assert float(line["p_vs_reference"]) == pytest.approx(welch_exact(vals, ref), rel=1e-6)
+                # issue 25: landmark losses and areas span decades, so their Welch test runs on log10
+                logs, log_ref = [math.log10(v) for v in vals], [math.log10(v) for v in ref]
+                assert float(line["p_vs_reference"]) == pytest.approx(welch_exact(logs, log_ref), rel=1e-6)
+
+
+# ---------------------------------------------------------------- issue 25: epoch-aligned landmarks, float64 full-batch
+# losses, the area's trend and spikes, and the tests file (Holm families, verdicts), from hand-made runs
+
+FIG5_SPEC = {
+    "caption": "fig5",
+    "columns": ["top1_err"],
+    "reference": "adamx",
+    "landmarks": [6, 8],
+    "landmark_window": "epoch",
+    "auc_after": 4,
+    "trend_window": 3,
+    "claims": {"full-batch float64 loss": {"adam": "higher"}},
+    "rows": {"adamx": {"label": "AdamX", "values": {}}, "adam": {"label": "Adam", "values": {}}},
+}
+
+
+def fig5_run(root: Path, opt: str, seed: int, losses: list[float], full: dict[int, float]) -> Path:
+    """4 steps per epoch; full_loss.csv with the float64 full-batch loss at the given steps."""
+    d = write_exact_run(
+        root, "exp_f5", opt, seed, {"top1_err": [1.0 + seed]}, summary_extra={"steps_per_epoch": 4}
+    )
+    rows = "".join(f"{s},{(s - 1) // 4 + 1},{v},0.1,0\n" for s, v in enumerate(losses, start=1))
+    (d / "train.csv").write_text("step,epoch,loss,lr,time\n" + rows)
+    body = "".join(f"{s},{(s - 1) // 4 + 1},{v!r},100,landmark\n" for s, v in full.items())
+    (d / "full_loss.csv").write_text("step,epoch,full_loss,samples,at\n" + body)
+    return d
+
+
+def test_epoch_window_full_loss_and_area_split(tmp_path: Path) -> None:
+    # step 6 lies in epoch 2 (steps 5-8): its window is that whole epoch, not steps 5-6 or 3-6
+    losses = [9.0, 9.0, 9.0, 9.0, 1.0, 2.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    fig5_run(tmp_path, "adamx", 0, losses, {6: 1e-3, 8: 1e-4})
+    fig5_run(tmp_path, "adamx", 1, losses, {6: 2e-3, 8: 2e-4})
+    fig5_run(tmp_path, "adam", 0, losses, {6: 1e-6, 8: 1e-8})
+    fig5_run(tmp_path, "adam", 1, losses, {6: 3e-6})  # seed 1 never logged step 8: n = 1 there
+    res = make_tables.compute_landmarks("exp_f5", FIG5_SPEC, find_runs(tmp_path))
+    assert res.columns == ["loss@6", "loss@8", "area>4", "area>4 trend", "area>4 spikes", "full@6", "full@8"]
+    assert res.stats["adamx", "loss@6"].values == [2.0, 2.0]  # (1 + 2 + 3 + 2) / 4
+    assert res.stats["adamx", "loss@8"].values == [2.0, 2.0]
+    # steps 5-8 = 1, 2, 3, 2: running median over 3 (ends repeated) = 1, 2, 2, 2 -> trend 7, spikes 1
+    assert res.stats["adamx", "area>4"].values == [8.0, 8.0]
+    assert res.stats["adamx", "area>4 trend"].values == [7.0, 7.0]
+    assert res.stats["adamx", "area>4 spikes"].values == [1.0, 1.0]
+    assert res.stats["adam", "full@6"].values == [1e-6, 3e-6]
+    assert res.stats["adam", "full@8"].values == [1e-8]
+    p = stats.ttest_ind(np.log10([1e-6, 3e-6]), np.log10([1e-3, 2e-3]), equal_var=False).pvalue
+    assert res.p["adam", "full@6"] == pytest.approx(p, rel=1e-12)
+    comps = make_tables.landmark_comparisons(res)
+    full6 = next(c for c in comps if c.quantity == "full@6")
+    assert full6.family == "full-batch float64 loss" and full6.claim == "higher"
+    # the claim says higher, the row is ~800x lower (p = 0.016, a family of one: full@8 has n = 1 for adam)
+    assert full6.p_welch_holm == full6.p_welch and full6.eff.high < 0
+    assert full6.verdict == "contradicted"
+    assert full6.eff.estimate == pytest.approx(
+        np.mean(np.log10([1e-6, 3e-6])) - np.mean(np.log10([1e-3, 2e-3]))
+    )
+
+
+def test_tests_file_states_each_family_and_the_clean_column(tmp_path: Path) -> None:
+    spec = {**FIG5_SPEC, "clean": "final", "claims": {"top1_err final": {"adam": "higher"}}}
+    root = tmp_path / "runs"
+    for seed, (a, b) in enumerate([(1.0, 3.0), (1.5, 3.5), (1.2, 3.1)]):
+        write_exact_run(root, "exp_t", "adamx", seed, {"top1_err": [2.0, a]})
+        write_exact_run(root, "exp_t", "adam", seed, {"top1_err": [0.5, b]})
+    res = make_tables.compute_table("exp_t", {**spec, "landmarks": None}, METRICS, find_runs(root))
+    comps = make_tables.table_comparisons(res)
+    fams = [c.family for c in comps]
+    assert fams == ["top1_err final (clean)", "top1_err best (epoch picked on the test set: optimistic)"]
+    final = comps[0]
+    assert final.values == [3.0, 3.5, 3.1] and final.reference == [1.0, 1.5, 1.2]
+    want = stats.ttest_ind([3.0, 3.5, 3.1], [1.0, 1.5, 1.2], equal_var=False).pvalue  # linear scale: errors
+    assert final.p_welch == pytest.approx(want, rel=1e-12)
+    assert final.verdict == "supported"  # the claim predicts higher error for Adam: it is, clearly
+    paths = make_tables.write_tests(tmp_path / "out", "exp_t", spec, comps, [])
+    md = paths[0].read_text()
+    assert "The final-epoch column is the clean comparison" in md
+    assert "top1_err final (clean) (1 tests)" in md
+
+
+def test_tests_from_committed_csv_reproduce_the_runs_tests(tmp_path: Path) -> None:
+    """The same numbers from a table's per-seed CSV values as from its run directories."""
+    root = tmp_path / "runs"
+    for seed, (a, b) in enumerate([(1.0, 3.0), (1.5, 3.5), (1.2, 3.1)]):
+        write_exact_run(
+            root, "claims_tuned", "adamx", seed, {"top1_err": [2.0, a], "loss": [0.1, 0.05 * (seed + 1)]}
+        )
+        write_exact_run(
+            root, "claims_tuned", "adam", seed, {"top1_err": [0.5, b], "loss": [0.2, 0.5 * (seed + 1)]}
+        )
+    out = tmp_path / "tables"
+    make_tables.make_tables(root, out, "claims_tuned")
+    from_runs = (out / "claims_tuned_tests.csv").read_text()
+    (out / "claims_tuned_tests.csv").unlink()
+    assert make_tables.main(["--from-csv", str(out), "--experiment-prefix", "claims_tuned"]) == 0
+    from_csv = (out / "claims_tuned_tests.csv").read_text()
+    # per-seed values are stored at 10 significant digits, so the p-values agree to ~1e-9, not bit for bit
+    a, b = (list(csv.DictReader(t.splitlines())) for t in (from_runs, from_csv))
+    assert [(r["family"], r["row"], r["verdict"]) for r in a] == [
+        (r["family"], r["row"], r["verdict"]) for r in b
+    ]
+    for ra, rb in zip(a, b):
+        assert float(ra["p_welch_holm"]) == pytest.approx(float(rb["p_welch_holm"]), rel=1e-8)
+        assert float(ra["p_mw"]) == pytest.approx(float(rb["p_mw"]), rel=1e-12)
+    # the test loss spans decades between seeds: its Welch test runs on log10, top-1 error on the values
+    loss = next(r for r in a if r["quantity"] == "loss" and r["family"].startswith("loss final"))
+    assert loss["scale"] == "log10"
+    want = stats.ttest_ind(np.log10([0.5, 1.0, 1.5]), np.log10([0.05, 0.1, 0.15]), equal_var=False).pvalue
+    assert float(loss["p_welch"]) == pytest.approx(want, rel=1e-8)
+    assert next(r for r in a if r["quantity"] == "top1_err")["scale"] == "linear"
