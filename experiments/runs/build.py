@@ -133,6 +133,10 @@ def trainer_config(trainer_cfg: DictConfig):
 
 def _typed(key: str, value: Any, hint: Any) -> Any:
     """``value`` if it fits the type hint (ints are accepted for floats), else a UsageError."""
+    if typing.get_origin(hint) is list:  # list[int]: a list of whole numbers
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return list(value)
+        raise UsageError(f"{key}={value!r} is not a list of integers; write e.g. {key}=[100,200].")
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     allowed = typing.get_args(hint) if union else (hint,)
     if Any in allowed or (value is None and type(None) in allowed):

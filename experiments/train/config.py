@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +31,10 @@ class TrainerConfig:
     tf32: bool = False  # TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (the paper's protocol is fp32)
     jobs_per_gpu: int = 1  # device=auto in a parallel sweep: runs that may share one GPU (runs/gpu_slots.py)
     tensorboard: bool = False  # event files beside the CSVs (the CSVs stay the record)
+    optim_stats_every: int = 0  # optim.csv every this many steps (0: off); experiments/train/probes.py
+    optim_stats_eps: float = 1e-3  # optim.csv's frac_step_below_eps threshold, in units of the LR
+    full_loss_steps: list[int] = field(default_factory=list)  # steps of full_loss.csv (float64, eval mode)
+    full_loss_at_eval: bool = False  # full_loss.csv at every evaluation too
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -46,6 +50,16 @@ class TrainerConfig:
             raise ValueError(f"trainer.grad_clip must be positive or null, got {self.grad_clip}.")
         if self.jobs_per_gpu < 1:
             raise ValueError(f"trainer.jobs_per_gpu must be >= 1, got {self.jobs_per_gpu}.")
+        if self.optim_stats_every < 0 or not self.optim_stats_eps > 0:
+            raise ValueError(
+                f"trainer.optim_stats_every must be >= 0 (0: off) and optim_stats_eps positive, got "
+                f"{self.optim_stats_every} and {self.optim_stats_eps}."
+            )
+        self.full_loss_steps = [int(t) for t in self.full_loss_steps or []]
+        if any(t < 1 for t in self.full_loss_steps):
+            raise ValueError(
+                f"trainer.full_loss_steps must be optimizer steps >= 1, got {self.full_loss_steps}."
+            )
         if self.checkpoint_every_min is not None and not self.checkpoint_every_min > 0:
             raise ValueError(
                 f"trainer.checkpoint_every_min must be positive or null, got {self.checkpoint_every_min}."

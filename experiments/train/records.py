@@ -17,7 +17,10 @@ import torch
 from experiments.train.checkpoint import drop_torn_line, row_step
 from experiments.train.files import CsvLog, write_json
 from experiments.train.task import Task
+from experiments.train.telemetry import OPTIM_COLUMNS
 from experiments.train.tensorboard_log import TensorBoardLog
+
+FULL_LOSS_COLUMNS = ["step", "epoch", "full_loss", "samples", "at"]
 
 if TYPE_CHECKING:
     from experiments.train.trainer import Trainer
@@ -30,6 +33,8 @@ class Records:
         self.main = main
         self.train_log = CsvLog(run_dir / "train.csv", ["step", "epoch", "loss", "lr", "time"])
         self.eval_log = CsvLog(run_dir / "eval.csv", ["epoch", "step"])
+        self.optim_log = CsvLog(run_dir / "optim.csv", OPTIM_COLUMNS)  # written only when asked for
+        self.full_loss_log = CsvLog(run_dir / "full_loss.csv", FULL_LOSS_COLUMNS)
         self.tb = TensorBoardLog(run_dir, enabled=tensorboard and main)
 
     def train_rows(self, rows: list[tuple[int, int, float, float, float]]) -> None:
@@ -50,18 +55,37 @@ class Records:
             self.eval_log.write([{"epoch": epoch, "step": step, **metrics, "time": f"{elapsed:.3f}"}])
             self.tb.eval(step, metrics)
 
+    def optim_rows(self, rows: list[dict]) -> None:
+        """optim.csv rows (experiments/train/telemetry.py); TensorBoard gets optim/group<g>/<column>."""
+        if self.main:
+            self.optim_log.write(rows)
+            for row in rows:
+                numbers = {
+                    k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in ("step", "group")
+                }
+                self.tb.scalars(f"optim/group{row['group']}", row["step"], numbers)
+
+    def full_loss_row(self, step: int, epoch: int, loss: float, samples: int, at: str) -> None:
+        if self.main:
+            row = {"step": step, "epoch": epoch, "full_loss": repr(loss), "samples": samples, "at": at}
+            self.full_loss_log.write([row])
+
     def keep_until(self, step: float) -> None:
         """Make the logs end at ``step`` (last.pt's): torn last lines and rows written after it go."""
         if not self.main:
             return
-        for log in (self.train_log, self.eval_log):
+        for log in self.logs:
             log.close()
             drop_torn_line(log.path)
             log.truncate(lambda row: row_step(row) <= step)
 
+    @property
+    def logs(self) -> tuple[CsvLog, ...]:
+        return (self.train_log, self.eval_log, self.optim_log, self.full_loss_log)
+
     def close(self) -> None:
-        self.train_log.close()
-        self.eval_log.close()
+        for log in self.logs:
+            log.close()
         self.tb.close()
 
 

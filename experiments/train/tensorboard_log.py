@@ -72,6 +72,15 @@ class TensorBoardLog:
             writer.add_scalar(f"eval/{name}", float(value), step)
         writer.flush()
 
+    def scalars(self, prefix: str, step: int, values: Mapping[str, float]) -> None:
+        """``<prefix>/<name>`` scalars at ``step`` (finite values only: a blank cell stays blank)."""
+        writer = self._open(step)
+        if writer is None:
+            return
+        for name, value in values.items():
+            if math.isfinite(float(value)):
+                writer.add_scalar(f"{prefix}/{name}", float(value), step)
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

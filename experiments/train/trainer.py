@@ -1,10 +1,9 @@
 """One trainer for every task: steps, per-step LR, mixed precision, SophiaG's Hessian refresh, DDP,
 evaluation, CSV logs, atomic checkpoints and exact resume (at an epoch end or mid-epoch).
 
-The task decides what a batch means (loss, metrics); the trainer decides when things happen.
-last.pt is the commit point: at an epoch end the eval row is written, then last.pt, then best.pt (from the
-same weights), then summary.json; a resume truncates the CSVs to last.pt and rebuilds a best.pt that a stop
-between the two renames left behind (docs/harness.md, "Signals, interruption and mid-epoch resume").
+The task decides what a batch means; the trainer decides when things happen. last.pt is the commit point:
+at an epoch end the eval row, then last.pt, then best.pt (same weights), then summary.json (_end_epoch);
+checkpoint.py says what last.pt holds, records.py what the logs do (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from experiments.train.errors import RunInterrupted, TrainingFailed, outcome
 from experiments.train.files import save_checkpoint
 from experiments.train.loaders import EpochLoader
 from experiments.train.placement import place_model
+from experiments.train.probes import Probes
 from experiments.train.provenance import git_commit, versions
 from experiments.train.seeding import seed_rank_streams
 from experiments.train.signals import StopRequests, stop_reason
@@ -73,6 +73,7 @@ class Trainer:
         info: dict[str, Any] | None = None,
         identity: dict | None = None,
         seed: int | None = None,
+        train_eval_data: Iterable | None = None,
     ) -> None:
         self.task, self.model, self.optimizer = task, model, optimizer
         self.train_data, self.eval_data, self.lr_factor = train_data, eval_data, lr_factor
@@ -117,6 +118,7 @@ class Trainer:
         self.summary: dict[str, Any] = {}
         self._pending: list[tuple[int, int, torch.Tensor, float, float]] = []
         self.records = records.Records(self.run_dir, self.main, config.tensorboard)
+        self.probes = Probes(config, optimizer, train_eval_data)  # optim.csv, full_loss.csv: off unless asked
 
     @property
     def main(self) -> bool:
@@ -158,8 +160,7 @@ class Trainer:
         self._committed = self._snapshot()
 
     def save(self) -> None:
-        """Commit last.pt at this step: pending loss rows first, then the checkpoint (atomic rename). A second
-        Ctrl-C waits for the commit and the note of it, so that a stop reports what last.pt holds."""
+        """Commit last.pt at this step (pending loss rows first); a second Ctrl-C waits for the commit."""
         self._flush()
         state = self.state_dict()  # every rank joins the RNG gather
         with self._stop.commit() if self._stop is not None else contextlib.nullcontext():
@@ -170,8 +171,7 @@ class Trainer:
         self._last_save = time.perf_counter()
 
     def resume(self) -> bool:
-        """Continue from last.pt when it exists; drop log rows written after it, torn ones included, and
-        make best.pt the one last.pt records."""
+        """Continue from last.pt if any: logs cut to its step (torn rows too), best.pt made the one it records."""
         state = checkpoint.load_last(self.run_dir)
         if state is None:
             self.records.keep_until(-1)  # files of a session that stopped before its first checkpoint
@@ -191,7 +191,6 @@ class Trainer:
         return True
 
     def write_summary(self, status: str, reason: str | None = None) -> None:
-        """Write summary.json (rank 0; ``self.summary`` stays empty on the other ranks)."""
         self.summary = records.write_summary(self, status, reason) or self.summary
 
     def _set_lr(self) -> float:
@@ -220,9 +219,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _hessian_step(self, batch: Any) -> None:
-        if hessian.refresh(self.task, self.train_model, self.optimizer, batch, self.autocast, self.scaler):
-            return
-        self.hessian_skipped += 1
+        args = (self.task, self.train_model, self.optimizer, batch, self.autocast, self.scaler)
+        self.hessian_skipped += not hessian.refresh(*args)  # fp16: a refresh with non-finite grads is skipped
 
     def _flush(self, bar: Any = None) -> None:
         """Move pending losses to the host in one sync, log them, and stop on the first non-finite one."""
@@ -264,12 +262,14 @@ class Trainer:
                 loss = self.task.loss(self.train_model, batch)
             self._backward(loss)
             samples = self.task.batch_size(batch) * self.dist.world_size
+            self.probes.before_step(self)
             self._optimizer_step(samples)
             if self.hessian_interval and self.step % self.hessian_interval == self.hessian_interval - 1:
                 self._hessian_step(batch)
             self.step += 1
             self.samples += samples
             self._pending.append((self.step, epoch, loss.detach(), lr, self.elapsed()))
+            self.probes.after_step(self)
             if len(self._pending) >= self.cfg.log_every:
                 self._flush(bar)
             if self.hooks.on_step_end is not None:
@@ -350,6 +350,7 @@ class Trainer:
             self._point("evaluating")
             metrics = self.evaluate()
             improved = self._record_eval(metrics)
+            self.probes.at_evaluation(self)
             self._point("eval_logged")
             line += " " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.save()

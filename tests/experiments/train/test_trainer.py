@@ -9,7 +9,7 @@ Failures a user meets: a non-finite loss, a missing data set, Ctrl-C; each says 
 from __future__ import annotations
 
 import functools
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 import pandas as pd
 import pytest
@@ -32,7 +32,9 @@ from tests.helpers import ROOT, cifar_fixture_overrides, compose_config, tiny_tr
 def test_trainer_config_defaults_mirror_the_yaml():
     """Every field has the yaml's default, except epochs (each model/experiment file sets its own)."""
     configured = yaml.safe_load((ROOT / "configs" / "trainer" / "default.yaml").read_text())
-    defaults = {f.name: f.default for f in fields(TrainerConfig)}
+    defaults = {
+        f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainerConfig)
+    }
     assert set(defaults) == set(configured)
     assert configured.pop("epochs") == 80 and defaults.pop("epochs") == 1
     assert defaults == configured
