@@ -23,17 +23,25 @@ from experiments.train import files
 from experiments.train.errors import UsageError
 from experiments.train.files import read_json, write_json
 from experiments.train.trainer import Hooks, Trainer
-from tests.e2e.test_fault_injection import (  # noqa: F401  (reference is a fixture)
+from tests.e2e.test_fault_injection import (
     STEPS,
     assert_consistent,
     assert_same_run,
     at_step,
     load,
     make_cfg,
-    reference,
     send,
 )
 from tests.helpers import cifar_fixture_overrides, compose_config
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, one_thread_module):
+    """The uninterrupted run (as in test_fault_injection.py)."""
+    cfg, overrides = make_cfg(tmp_path_factory.mktemp("straight"))
+    summary = launch.run_experiment(cfg, overrides)
+    assert summary["status"] == "finished" and summary["steps"] == STEPS
+    return run_dir(cfg)
 
 
 def stop_after_epoch(n: int) -> Hooks:
