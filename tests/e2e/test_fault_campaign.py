@@ -25,7 +25,6 @@ from experiments.train.files import read_json, write_json
 from experiments.train.trainer import Hooks, Trainer
 from tests.e2e.test_fault_injection import (
     STEPS,
-    assert_consistent,
     assert_same_run,
     at_step,
     load,
