@@ -101,7 +101,8 @@ def read_json(path: Path) -> dict | None:
 
 
 class CsvLog:
-    """An append-only CSV with a fixed header; ``truncate`` drops rows past a checkpoint on resume."""
+    """An append-only CSV with a fixed header; ``truncate`` drops rows past a checkpoint on resume. Each
+    ``write`` is fsynced (rows arrive in batches: every ``log_every`` steps, one per evaluation)."""
 
     def __init__(self, path: Path, fields: Sequence[str]) -> None:
         self.path, self.fields = path, list(fields)
@@ -138,6 +139,7 @@ class CsvLog:
                 self._writer.writeheader()
         self._writer.writerows(rows)
         self._handle.flush()
+        os.fsync(self._handle.fileno())  # on disk before a last.pt that counts these rows is published
 
     def close(self) -> None:
         if self._handle is not None:
