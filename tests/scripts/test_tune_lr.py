@@ -49,7 +49,9 @@ def test_tuned_config_keeps_weight_decay_and_momentum(tmp_path: Path) -> None:
     assert "dataset" not in cfg  # scored on the test set: no validation split
 
 
-def _tuning_run(root: Path, lr: float, seed: int, errors: list[float], losses: list[float], status: str = "finished"):
+def _tuning_run(
+    root: Path, lr: float, seed: int, errors: list[float], losses: list[float], status: str = "finished"
+):
     """A claims_tune run directory as the trainer leaves it: config.yaml, summary.json, eval.csv per epoch."""
     import json
 
@@ -76,5 +78,9 @@ def test_selection_is_on_the_final_validation_error_not_the_best_epoch(tmp_path:
     finals = {run.config["optimizer"]["lr"]: tune_lr.final_metrics(run) for run in runs if run.seed == 0}
     assert finals == {1e-2: (9.0, 0.9), 1e-3: (4.0, 0.4), 1e-4: None}
     grid = tune_lr.grid_results(runs)["adamx"]
-    assert sorted(grid) == [1e-3, 1e-2] and sorted(grid[1e-3]) == [(0, 4.0, 0.4), (1, 4.0, 0.4), (2, 4.0, 0.4)]
+    assert sorted(grid) == [1e-3, 1e-2] and sorted(grid[1e-3]) == [
+        (0, 4.0, 0.4),
+        (1, 4.0, 0.4),
+        (2, 4.0, 0.4),
+    ]
     assert tune_lr.select(grid) == 1e-3
