@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from experiments.runs import requeue
+from experiments.train.signals import PREEMPT_SIGNAL_ENV
 from scripts import sweep_status
 from tests.helpers import ROOT, compose_config
 
@@ -98,13 +99,13 @@ def test_local_submitit_launcher_composes():
 
 def test_submitit_signal_is_usr2_unless_submitit_is_told_otherwise(monkeypatch):
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
-    monkeypatch.delenv(requeue.PREEMPT_SIGNAL_ENV, raising=False)
+    monkeypatch.delenv(PREEMPT_SIGNAL_ENV, raising=False)
     assert requeue.submitit_signal() is None
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     assert requeue.submitit_signal() == signal.SIGUSR2
-    monkeypatch.setenv(requeue.PREEMPT_SIGNAL_ENV, "USR1")
+    monkeypatch.setenv(PREEMPT_SIGNAL_ENV, "USR1")
     assert requeue.submitit_signal() == signal.SIGUSR1
-    monkeypatch.setenv(requeue.PREEMPT_SIGNAL_ENV, "HUP2")
+    monkeypatch.setenv(PREEMPT_SIGNAL_ENV, "HUP2")
     with pytest.raises(ValueError, match="SUBMITIT_PREEMPT_SIGNAL='HUP2' names no signal"):
         requeue.submitit_signal()
 
@@ -112,7 +113,7 @@ def test_submitit_signal_is_usr2_unless_submitit_is_told_otherwise(monkeypatch):
 def test_requeue_hands_only_submitits_own_signal_back_to_submitits_handler(monkeypatch):
     calls = []
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
-    monkeypatch.delenv(requeue.PREEMPT_SIGNAL_ENV, raising=False)
+    monkeypatch.delenv(PREEMPT_SIGNAL_ENV, raising=False)
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
     try:
         kept = requeue.SubmititRequeue.capture()
@@ -155,7 +156,10 @@ def test_joblib_sweep_finishes_six_runs_and_sweep_status_lists_them(tmp_path):
         assert json.loads((path / "summary.json").read_text())["status"] == "finished", path
         assert len(pd.read_csv(path / "train.csv")) == 2 * 45  # each job wrote only its own directory
     status = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/sweep_status.py"), str(tmp_path)], capture_output=True, text=True
+        [sys.executable, str(ROOT / "scripts/sweep_status.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout (the venv's .pth may name another)
     )
     assert status.returncode == 0, status.stderr
     assert f"6 runs under {tmp_path}: 6 finished" in status.stdout
