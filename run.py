@@ -6,7 +6,9 @@ Configuration groups live in configs/ (docs/harness.md); the run directory is pr
 
 from __future__ import annotations
 
+import errno
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -67,6 +69,16 @@ def execute(cfg: DictConfig, overrides: list[str]) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: last.pt keeps the previous checkpoint
         print("interrupted: re-run the same command to resume from last.pt.", file=sys.stderr)
         return 130
+    except OSError as error:  # a full disk or quota: the previous last.pt survives (atomic writes)
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT) or show_tracebacks(cfg):
+            raise
+        where = Path(error.filename).parent if error.filename else "the run directory's file system"
+        print(
+            f"failed: no space left on {where} ({error.strerror}); free some space and re-run the same "
+            "command to resume from last.pt.",
+            file=sys.stderr,
+        )
+        return 1
     if not summary:  # a DDP rank other than 0: rank 0 reports
         return 0
     if summary.get("skipped"):
@@ -83,8 +95,6 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     code = execute(cfg, list(hydra_cfg.overrides.task))
     if code == 2:  # refused: take back the folder Hydra made for it, if that is all there is
-        from pathlib import Path
-
         from experiments.runs.rundir import remove_if_only
 
         remove_if_only(Path(hydra_cfg.runtime.output_dir), [f"{hydra_cfg.job.name}.log"], Path(cfg.runs_root))

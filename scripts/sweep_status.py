@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import errno
-import fcntl
 import io
 import json
 import math
@@ -29,9 +27,10 @@ from typing import Any
 
 import yaml
 
-LOCK_FILE = ".lock"  # the file a running job holds an flock on (experiments/rundir.py, issue 10)
+from experiments.runs.runlock import LOCK_NAME, lock_held
+
 STALE_AFTER_S = 3600.0  # without a lock file: a "running" run silent this long counts as stale
-STATUS_ORDER = ("running", "starting", "interrupted", "stale", "failed", "finished")
+STATUS_ORDER = ("running", "starting", "interrupted", "stale", "unreadable", "failed", "finished")
 TAIL_BYTES = 16384
 
 
@@ -106,28 +105,6 @@ def csv_tail(path: Path) -> dict[str, str] | None:
     return dict(zip(fields, row)) if len(row) == len(fields) else None
 
 
-def lock_held(run_dir: Path) -> bool | None:
-    """Whether a process holds the run's lock file (None: there is no lock file).
-
-    The probe takes a shared lock for an instant and drops it; a job that holds the lock keeps it.
-    """
-    try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as error:
-        if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            return True
-        raise
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
 def _float(value: Any) -> float | None:
     try:
         out = float(value)
@@ -137,16 +114,38 @@ def _float(value: Any) -> float | None:
 
 
 def _newest_mtime(run_dir: Path) -> float:
-    times = [p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()]
+    times = []
+    for path in run_dir.iterdir():
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:  # a temporary file renamed away meanwhile
+            continue
     return max(times, default=0.0)
 
 
 def read_run(run_dir: Path, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> RunStatus:
-    """The state of one run directory, from its files alone."""
+    """The state of one run directory, from its files alone; ``unreadable`` (with why) when its
+    summary.json or config.yaml holds something the trainer never writes (one odd run must not hide
+    the rest of the sweep)."""
+    try:
+        return _read_run(run_dir, now, stale_after_s)
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        why = " ".join(str(error).split()) or type(error).__name__
+        return RunStatus(
+            path=str(run_dir),
+            status="unreadable",
+            reason=f"summary.json or config.yaml holds unexpected values ({why[:200]}); fix or delete it",
+        )
+
+
+def _read_run(run_dir: Path, now: float | None, stale_after_s: float) -> RunStatus:
     now = time.time() if now is None else now
     run = RunStatus(path=str(run_dir))
     config = _read_yaml(run_dir / "config.yaml") or {}
-    summary = _read_json(run_dir / "summary.json") or {}
+    summary = _read_json(run_dir / "summary.json")
+    if summary is not None and not isinstance(summary, dict):
+        raise ValueError(f"summary.json holds a JSON {type(summary).__name__}, not an object")
+    summary = summary or {}
     run.experiment = summary.get("experiment", config.get("experiment_name"))
     run.model = summary.get("model", (config.get("model") or {}).get("name"))
     run.optimizer = summary.get("optimizer", (config.get("optimizer") or {}).get("name"))
@@ -195,7 +194,7 @@ def read_run(run_dir: Path, now: float | None = None, stale_after_s: float = STA
 def find_runs(root: Path) -> list[Path]:
     """Every run directory under ``root`` (one holding config.yaml, summary.json or the lock), hidden ones skipped."""
     found = set()
-    for name in ("summary.json", "config.yaml", LOCK_FILE):
+    for name in ("summary.json", "config.yaml", LOCK_NAME):
         for path in root.rglob(name):
             rel = path.parent.relative_to(root).parts
             if not any(part.startswith(".") for part in rel):
@@ -285,7 +284,7 @@ def render(root: Path, runs: list[RunStatus], expect: int | None = None) -> str:
     lines.append(f"{seen} under {root}: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     done = all(run.status in ("finished", "failed") for run in runs) and len(runs) >= (expect or 0)
     lines.append("sweep ETA: " + ("done" if done else format_duration(sweep_eta(runs, expect))))
-    trouble = [run for run in runs if run.status in ("failed", "stale") and run.reason]
+    trouble = [run for run in runs if run.status in ("failed", "stale", "unreadable") and run.reason]
     if trouble:
         lines.append("")
         lines += [f"{run.status} {run.path}: {run.reason}" for run in trouble]

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments.train.errors import UsageError, one_line
+
 if TYPE_CHECKING:
     import torch
 
@@ -144,14 +146,22 @@ def _try_lock(path: Path) -> int | None:
 
 
 def try_claim(gpu_ids: Sequence[str], jobs_per_gpu: int, lock_dir: Path) -> GpuClaim | None:
-    """One pass over the slots: first slot 0 of every GPU, then slot 1, ... (spread before doubling up)."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    for slot in range(jobs_per_gpu):
-        for index, gpu_id in enumerate(gpu_ids):
-            path = lock_dir / _file_name(gpu_id, slot)
-            fd = _try_lock(path)
-            if fd is not None:
-                return GpuClaim(index, gpu_id, slot, path, fd)
+    """One pass over the slots: first slot 0 of every GPU, then slot 1, ... (spread before doubling up).
+
+    A lock directory that cannot hold lock files (a file, read-only, no permission) is a UsageError."""
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        for slot in range(jobs_per_gpu):
+            for index, gpu_id in enumerate(gpu_ids):
+                path = lock_dir / _file_name(gpu_id, slot)
+                fd = _try_lock(path)
+                if fd is not None:
+                    return GpuClaim(index, gpu_id, slot, path, fd)
+    except OSError as error:
+        raise UsageError(
+            f"The GPU slot lock directory {lock_dir} cannot hold lock files ({one_line(error)}); set "
+            f"{LOCK_DIR_ENV} to a writable directory, or unset it to use /tmp."
+        ) from error
     return None
 
 
@@ -169,10 +179,10 @@ def claim_gpu(
     ``wait`` is false or ``timeout_s`` passes, and ``ValueError`` on a bad setting or no visible GPU.
     """
     if not isinstance(jobs_per_gpu, int) or isinstance(jobs_per_gpu, bool) or jobs_per_gpu < 1:
-        raise ValueError(f"trainer.jobs_per_gpu must be a whole number >= 1, got {jobs_per_gpu!r}.")
+        raise UsageError(f"trainer.jobs_per_gpu must be a whole number >= 1, got {jobs_per_gpu!r}.")
     gpu_ids = visible_gpu_ids(device_count)
     if not gpu_ids:
-        raise ValueError(
+        raise UsageError(
             "No GPU is visible to claim (CUDA_VISIBLE_DEVICES="
             f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use trainer.device=cpu or make a GPU visible."
         )
@@ -216,20 +226,27 @@ def recommend_jobs_per_gpu(peak_bytes: float, total_bytes: float, headroom: floa
     return max(1, math.floor(headroom * total_bytes / (peak_bytes + CUDA_CONTEXT_BYTES)))
 
 
-def measured_peaks(runs_root: Path) -> dict[str, int]:
-    """The largest ``peak_memory_bytes`` per model over the CUDA runs under ``runs_root`` that got an epoch done."""
+def measured_peaks(runs_root: Path, unreadable: list[str] | None = None) -> dict[str, int]:
+    """The largest ``peak_memory_bytes`` per model over the CUDA runs under ``runs_root`` that got an epoch
+    done. A summary.json that is not a JSON object with numbers where numbers belong is skipped (its path
+    and why appended to ``unreadable`` when given): one odd file must not hide the others."""
     peaks: dict[str, int] = {}
-    for path in Path(runs_root).rglob("summary.json"):
+    for path in sorted(Path(runs_root).rglob("summary.json")):
         try:
             summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not str(summary.get("device", "")).startswith("cuda") or not summary.get("epochs_done"):
-            continue
-        if summary.get("world_size", 1) != 1 or summary.get("peak_memory_bytes") is None:
+            if not isinstance(summary, dict):
+                raise ValueError(f"it holds a JSON {type(summary).__name__}, not an object")
+            if not str(summary.get("device", "")).startswith("cuda") or not summary.get("epochs_done"):
+                continue
+            if summary.get("world_size", 1) != 1 or summary.get("peak_memory_bytes") is None:
+                continue
+            peak = int(summary["peak_memory_bytes"])
+        except (OSError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+            if unreadable is not None:
+                unreadable.append(f"{path} ({one_line(error)})")
             continue
         model = str(summary.get("model"))
-        peaks[model] = max(peaks.get(model, 0), int(summary["peak_memory_bytes"]))
+        peaks[model] = max(peaks.get(model, 0), peak)
     return peaks
 
 
@@ -247,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print("error: no GPU here to measure; pass --gpu-memory-gb for the target GPU.", file=sys.stderr)
         return 2
-    peaks = measured_peaks(args.runs_root)
+    unreadable: list[str] = []
+    peaks = measured_peaks(args.runs_root, unreadable)
+    for line in unreadable:
+        print(f"unreadable: {line}", file=sys.stderr)
     if not peaks:
         print(
             f"error: no CUDA run with a finished epoch under {args.runs_root}; run one first.",

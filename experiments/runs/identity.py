@@ -8,10 +8,17 @@ as well, so a directory whose config.yaml was deleted is still checked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import random
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
+
+from experiments.train.errors import UsageError, one_line
+from experiments.train.seeding import rng_state, set_rng_state
 
 # Keys (and whole sections) left out of the identity, each with why it cannot change the numbers.
 IGNORED = {
@@ -32,6 +39,18 @@ IGNORED = {
 }
 WORLD_SIZE = "world_size"
 DEVICE = "trainer.device"
+# What identifies the files behind dataset.root (data_identity): a run is refused on other data even
+# though dataset.root itself is ignored. Not compared when either side lacks them (a run made before
+# they were recorded; the pre-check before the data is built).
+DATA_KEYS = ("data.train_samples", "data.eval_samples", "data.eval_fingerprint")
+# Keys added to the configs after run directories already existed: what an identity without the key (a
+# run made before it) meant, as a function of that identity. None where no value of the key reproduces
+# it, so such a run is refused with that key named.
+ADDED_LATER: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    # Before trainer.tf32, torch's defaults applied: TF32 off for matmuls, on for cuDNN convolutions. On
+    # a CPU there is no TF32, so that is tf32=false; on a GPU neither true nor false reproduces it.
+    "trainer.tf32": lambda old: False if old.get(DEVICE) == "cpu" else None,
+}
 
 
 def _flatten(container: Any, prefix: str = "") -> dict[str, Any]:
@@ -64,15 +83,76 @@ def run_identity(cfg: DictConfig | Mapping, world_size: int | None, device: str 
 
 def identity_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``key: old -> new`` for each key whose value differs, sorted. A key one side lacks counts as null
-    (a setting added to the configs with a null default does not invalidate older runs); a device or
-    world size unknown on either side is not compared."""
+    (a setting added to the configs with a null default does not invalidate older runs), except the keys
+    in ``ADDED_LATER``, which take their old meaning; a device, world size or data record unknown on
+    either side is not compared."""
     out = []
     for key in sorted(set(old) | set(new)):
-        if key in (WORLD_SIZE, DEVICE) and (key not in old or key not in new):
+        if key in (WORLD_SIZE, DEVICE, *DATA_KEYS) and (key not in old or key not in new):
             continue
         if _ignored(key):  # an identity stored by a version that ignored fewer keys
             continue
-        before, after = old.get(key), new.get(key)
+        before, after = _value(old, key), _value(new, key)
         if before != after or isinstance(before, bool) != isinstance(after, bool):
             out.append(f"{key}: {before!r} -> {after!r}")
     return out
+
+
+def _value(identity: Mapping[str, Any], key: str) -> Any:
+    if key not in identity and key in ADDED_LATER:
+        return ADDED_LATER[key](identity)
+    return identity.get(key)
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Hash a data set sample: tensors and arrays by their bytes, containers item by item."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:
+            value = value.float()
+        digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(value.contiguous().numpy().tobytes())
+    elif isinstance(value, np.ndarray):
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, Mapping):
+        for key in sorted(value, key=str):
+            digest.update(str(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"[{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    elif value is None or isinstance(value, (bool, int, float, str, bytes)):
+        digest.update(repr(value).encode())
+    elif hasattr(value, "tobytes"):  # a PIL image
+        digest.update(f"{getattr(value, 'mode', '')}{getattr(value, 'size', '')}".encode())
+        digest.update(value.tobytes())
+    else:
+        digest.update(type(value).__name__.encode())
+
+
+def data_identity(bundle: Any, where: str) -> dict[str, Any]:
+    """What identifies the data behind ``dataset.root`` at little cost: the two splits' sizes and a hash of
+    three evaluation samples (first, middle, last). Reading them also proves the files are readable before
+    anything is written (a data set without its annotations is one sentence, not a failed run). Global RNG
+    states are left as they were (a random eval transform draws from a fixed seed here)."""
+    train, evals = len(bundle.train), len(bundle.eval)
+    digest = hashlib.sha256()
+    saved = rng_state()
+    try:
+        random.seed(0)
+        torch.manual_seed(0)
+        np.random.seed(0)
+        for index in sorted({0, evals // 2, evals - 1} if evals else set()):
+            try:
+                sample = bundle.eval[index]
+            except (OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError) as error:
+                raise UsageError(
+                    f"{where}: reading evaluation sample {index} failed ({one_line(error)[:300]}); check the "
+                    "data set's files (make check-data) or point dataset.root at a complete copy."
+                ) from error
+            _feed(digest, sample)
+    finally:
+        set_rng_state(saved)
+    return {DATA_KEYS[0]: train, DATA_KEYS[1]: evals, DATA_KEYS[2]: digest.hexdigest()[:16]}

@@ -8,6 +8,7 @@ command leaves nothing behind), then take the directory's lock, check again unde
 from __future__ import annotations
 
 import contextlib
+import csv
 import pickle
 import re
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.runs import devices
 from experiments.train import collectives
@@ -34,7 +36,7 @@ from experiments.runs.build import (
 )
 from experiments.train.collectives import DistInfo
 from experiments.train.errors import UsageError, one_line
-from experiments.runs.identity import identity_differences, run_identity
+from experiments.runs.identity import data_identity, identity_differences, run_identity
 from experiments.train.loaders import DeviceEpochLoader, eval_loader, train_loader
 from experiments.runs.rundir import run_dir, write_config
 from experiments.train.files import read_json, remove_stale_temporaries, write_json
@@ -86,20 +88,74 @@ def _device_type(summary: dict | None) -> str | None:
     return str(device).split(":")[0].split(" ")[0] if device else None
 
 
-def _check_logs(path: Path, checkpoint: dict) -> None:
-    """Refuse a last.pt whose train.csv or eval.csv is gone: resuming would restart the history mid-run."""
-    step = int(checkpoint.get("step", 0))
-    needed = (["train.csv"] if step > 0 else []) + (["eval.csv"] if checkpoint.get("final") else [])
-    missing = [name for name in needed if not (path / name).is_file()]
+def _logged_steps(path: Path, up_to: int) -> set[int]:
+    """The steps of the whole rows of a run's CSV log at or before ``up_to`` (a torn last line is not one)."""
+    steps = set()
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if None in row or any(value is None for value in row.values()):
+                continue
+            try:
+                step = int(row["step"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if step <= up_to:
+                steps.add(step)
+    return steps
+
+
+def _evaluated_epochs(epoch: int, identity: dict | None) -> int | None:
+    """How many eval.csv rows a run that completed ``epoch`` epochs has written (None: not known)."""
+    every, total = (identity or {}).get("trainer.eval_every"), (identity or {}).get("trainer.epochs")
+    if not isinstance(every, int) or not isinstance(total, int) or every < 1:
+        return None
+    return sum(1 for e in range(1, epoch + 1) if e % every == 0 or e == total)
+
+
+def _check_logs(path: Path, checkpoint: dict, identity: dict | None) -> None:
+    """Refuse a last.pt whose train.csv or eval.csv is gone, emptied or cut short: resuming would leave a
+    hole in the run's history. train.csv holds one row per step, eval.csv one per evaluated epoch."""
+    step, epoch = int(checkpoint.get("step", 0)), int(checkpoint.get("epoch", 0))
+    evals = _evaluated_epochs(epoch, identity)
+    needed = {"train.csv": step if step > 0 else None}
+    needed["eval.csv"] = evals if evals else (1 if checkpoint.get("final") else None)
+    missing, short = [], []
+    for name, rows in needed.items():
+        if rows is None:
+            continue
+        if not (path / name).is_file():
+            missing.append(name)
+            continue
+        have = len(_logged_steps(path / name, step))
+        if name == "train.csv" and have != rows or name == "eval.csv" and evals and have != rows:
+            short.append(f"{name} holds {have} of its {rows} rows")
+    where = f"{path} holds last.pt (epoch {epoch}, step {step})"
     if missing:
         raise UsageError(
-            f"{path} holds last.pt (epoch {checkpoint.get('epoch')}, step {step}) but not "
-            f"{' or '.join(missing)}, so resuming would restart the run's history mid-run; restore "
-            f"{'them' if len(missing) > 1 else 'it'}, or pass force=true to train the run again from scratch."
+            f"{where} but not {' or '.join(missing)}, so resuming would restart the run's history mid-run; "
+            f"restore {'them' if len(missing) > 1 else 'it'}, or pass force=true to train the run again "
+            "from scratch."
+        )
+    if short:
+        raise UsageError(
+            f"{where} but {' and '.join(short)} (emptied or cut short), so resuming would leave a hole in "
+            "the run's history; restore the file, or pass force=true to train the run again from scratch."
         )
 
 
+def diverged(summary: dict) -> bool:
+    """A failed run whose loss became non-finite: its failure is its result (the optimizer diverged with
+    these settings), so re-running the same command reports it instead of training it again."""
+    return bool(summary.get("diverged")) or str(summary.get("reason") or "").startswith("loss became")
+
+
 def _refuse(path: Path, diff: list[str], what: str) -> UsageError:
+    if what == "failed run":  # e.g. after an out-of-memory error, the advised smaller batch
+        return UsageError(
+            f"{path} holds a failed run made with a different config ({'; '.join(diff)}); re-run the same "
+            "command to resume it from last.pt, pass force=true to train it again from scratch with the new "
+            "settings, or give this run its own experiment_name (e.g. experiment_name=bs_${dataset.batch_size})."
+        )
     return UsageError(
         f"{path} holds a {what} made with a different config ({'; '.join(diff)}); pass force=true to "
         "replace it, or give this run its own experiment_name (e.g. experiment_name=lr_${optimizer.lr})."
@@ -107,17 +163,19 @@ def _refuse(path: Path, diff: list[str], what: str) -> UsageError:
 
 
 def check_run_dir(path: Path, identity: dict[str, Any]) -> dict | None:
-    """Read-only: the summary of a finished or failed run with this identity (to skip), None to start or
-    resume, and a UsageError for a run with another identity or a record that cannot be trusted."""
+    """Read-only: the summary of a finished or diverged run with this identity (to skip), None to start or
+    resume (a run that failed otherwise, after an out-of-memory error or a full disk, resumes from its
+    last.pt: that is the last commit before the failure), and a UsageError for a run with another identity
+    or a record that cannot be trusted."""
     if not path.is_dir():
         return None
     summary = read_json(path / "summary.json")
-    done = bool(summary) and summary.get("status") in ("finished", "failed")
-    what = f"{summary.get('status')} run" if done else "run"
+    summary = summary if isinstance(summary, dict) else None  # unreadable: the trainer rewrites it
+    status = (summary or {}).get("status")
+    done = status == "finished" or (status == "failed" and diverged(summary))
+    what = f"{status} run" if status in ("finished", "failed") else "run"
     saved = _read_config(path / "config.yaml")
     checkpoint = _read_checkpoint(path / "last.pt")
-    if checkpoint is not None:
-        _check_logs(path, checkpoint)
     stored = (checkpoint or {}).get("identity")
     if stored:
         if saved is not None:  # config.yaml must describe the run last.pt holds
@@ -141,6 +199,8 @@ def check_run_dir(path: Path, identity: dict[str, Any]) -> dict | None:
         diff = identity_differences(old, identity)
         if diff:
             raise _refuse(path, diff, what)
+    if checkpoint is not None:
+        _check_logs(path, checkpoint, old)
     return summary if done else None
 
 
@@ -157,6 +217,9 @@ def prepare_run_dir(cfg: DictConfig, path: Path, identity: dict[str, Any]) -> di
         if skipped is not None:
             return skipped
         _warn_on_new_torch(path)
+        before = read_json(path / "summary.json")
+        if isinstance(before, dict) and before.get("status") == "failed":
+            print(f"{path} failed earlier ({before.get('reason')}); resuming it from last.pt", flush=True)
     stale = remove_stale_temporaries(path)
     if stale:
         print(f"removed {len(stale)} stale temporary file(s) from {path}: {', '.join(stale)}", flush=True)
@@ -192,14 +255,57 @@ def _claim(cfg: DictConfig, path: Path, identity: dict[str, Any], lock: RunLock)
     """Create and lock the run directory, then prepare it; on a refusal leave no folder behind."""
     created = _make_dir(path)
     try:
-        lock.acquire()
-        return prepare_run_dir(cfg, path, identity)
+        try:
+            lock.acquire()
+            return prepare_run_dir(cfg, path, identity)
+        except OSError as error:  # a read-only runs root, no permission, a full disk
+            raise UsageError(
+                f"Cannot write to the run directory {path} ({one_line(error)}); make runs_root writable "
+                "(a read-only copy of a sweep can only report its finished runs)."
+            ) from error
     except BaseException:
         lock.release()
         for folder in created:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def _mark_diverged(path: Path) -> None:
+    summary = read_json(path / "summary.json")
+    if isinstance(summary, dict) and summary.get("status") == "failed":
+        summary["diverged"] = True
+        with contextlib.suppress(OSError):
+            write_json(summary, path / "summary.json")
+
+
+def _precheck(cfg: DictConfig, path: Path, identity: dict[str, Any]) -> dict | None:
+    """check_run_dir before anything is built; a finished run counts as done here only when its data was
+    read from the same dataset.root (else the data is built and fingerprinted, and checked under the lock)."""
+    summary = check_run_dir(path, identity)
+    if summary is None:
+        return None
+    try:
+        saved = _read_config(path / "config.yaml") or {}
+    except UsageError:
+        return None
+    before = (saved.get("dataset") or {}).get("root") if isinstance(saved.get("dataset"), dict) else None
+    return summary if before == cfg.dataset.get("root") else None
+
+
+def _resolve_all(cfg: DictConfig) -> None:
+    """Resolve every interpolation once, so that a group option needing a key another choice lacks (e.g.
+    task=segmentation with the digits data set) is one sentence naming the key, not a traceback."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        why = one_line(error).split(" full_key:")[0]
+        raise UsageError(
+            f"The config cannot be resolved at {key} ({why}); the chosen options do not fit together "
+            "(e.g. a task whose settings come from a data set that does not define them): choose a "
+            "matching model, dataset and task."
+        ) from error
 
 
 def mark_failed(path: Path, error: BaseException) -> None:
@@ -228,6 +334,19 @@ def _settings(section: str) -> Iterator[None]:
     except (ValueError, TypeError) as error:
         text = one_line(error)
         raise UsageError(text if _SECTION_KEY.search(text) else f"{section} settings: {text}") from error
+
+
+def _check_loader_keys(data: DictConfig) -> None:
+    """Batch sizes and worker counts named by their own keys (torch's messages say ``batch_size`` for both)."""
+    for key, least in (("batch_size", 1), ("eval_batch_size", 1), ("num_workers", 0)):
+        value = data.get(key)
+        if key == "num_workers" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UsageError(
+                f"dataset.{key}={value!r} must be a whole number >= {least}; pass e.g. dataset.{key}="
+                f"{max(least, 1) if key != 'num_workers' else 0}."
+            )
 
 
 def _build_data(cfg: DictConfig):
@@ -263,8 +382,11 @@ def build_trainer(
     from experiments.tasks import build_task
     from models import build_model
 
+    _check_loader_keys(cfg.dataset)
     seed_everything(seed, tcfg.deterministic)
     bundle = _build_data(cfg)
+    root = cfg.dataset.get("root")
+    identity.update(data_identity(bundle, f"dataset {cfg.dataset.name}" + (f" at {root}" if root else "")))
     with _settings("task"):
         task = build_task(cfg.task.name, num_classes=bundle.num_classes, **task_kwargs(cfg.task))
     seed_everything(seed, tcfg.deterministic)  # model init independent of the data code
@@ -361,6 +483,7 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train the run ``cfg`` describes (resuming or skipping as its directory says); return its summary
     (``{}`` on DDP ranks other than 0). Bad settings and untrustworthy directories raise UsageError."""
+    _resolve_all(cfg)
     cfg = apply_per_optimizer(cfg, overrides)
     seed = seed_value(cfg)
     tcfg = trainer_config(cfg.trainer)
@@ -368,8 +491,8 @@ def run_experiment(
     try:
         path = run_dir(cfg)
         identity = run_identity(cfg, dist.world_size, dist.device.type)
-        if not cfg.get("force", False):  # a finished run is skipped before anything is built
-            skipped = collectives.run_on_main(lambda: check_run_dir(path, identity))
+        if not cfg.get("force", False):  # a finished run read from the same data is skipped unbuilt
+            skipped = collectives.run_on_main(lambda: _precheck(cfg, path, identity))
             if skipped is not None:
                 return {**skipped, "skipped": True} if dist.is_main else {}
         trainer = build_trainer(cfg, seed, tcfg, dist, path, identity, hooks)
@@ -380,11 +503,22 @@ def run_experiment(
                 return {**skipped, "skipped": True} if dist.is_main else {}
             try:
                 return trainer.fit()
-            except (KeyboardInterrupt, RunInterrupted, TrainingFailed):
+            except (KeyboardInterrupt, RunInterrupted):
                 raise  # the trainer recorded these
+            except TrainingFailed:
+                if dist.is_main:  # recorded by the trainer; a rerun reports it instead of diverging again
+                    _mark_diverged(path)
+                raise
             except Exception as error:
+                if not trainer.summary and dist.is_main:
+                    # Raised while resuming, before this session wrote its first summary: the run is as
+                    # the last session left it (interrupted, or killed while running), not failed.
+                    if isinstance(error, ValueError):  # e.g. last.pt from another number of steps per epoch
+                        raise UsageError(one_line(error)) from error
+                    raise
                 if dist.is_main:
-                    mark_failed(path, error)
+                    with contextlib.suppress(OSError):  # a full disk must not hide the original error
+                        mark_failed(path, error)
                 raise
         finally:
             lock.release()  # a no-op on ranks other than 0, which never lock

@@ -23,21 +23,48 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files private (0600)
 
 
+class _Recording:
+    """A file handle that keeps the OSError of a failed write: ``torch.save`` reports a short write as
+    ``[enforce fail at inline_container.cc] unexpected pos``, hiding a full disk behind it."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> Any:
+        try:
+            return self._handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
 def atomic_write(path: Path, write: Any, mode: str = "w") -> None:
     """Write ``path`` through ``write(handle)`` into a temporary file beside it, fsync, then rename: a crash
-    never leaves half a file, and a published file's bytes are on disk."""
+    never leaves half a file, and a published file's bytes are on disk. A failed write (a full disk) raises
+    the OSError naming ``path``, and the previous ``path`` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, _FILE_MODE)
+    recording = None
     try:
         with os.fdopen(fd, mode) as handle:
-            write(handle)
+            recording = _Recording(handle)
+            write(recording)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = recording.error if recording is not None else None
+        if isinstance(error, OSError) and error.errno is not None:
+            cause = error
+        if cause is not None and cause.errno is not None and not isinstance(error, KeyboardInterrupt):
+            raise OSError(cause.errno, os.strerror(cause.errno), str(path)) from error
         raise
 
 
@@ -74,7 +101,8 @@ def read_json(path: Path) -> dict | None:
 
 
 class CsvLog:
-    """An append-only CSV with a fixed header; ``truncate`` drops rows past a checkpoint on resume."""
+    """An append-only CSV with a fixed header; ``truncate`` drops rows past a checkpoint on resume. Each
+    ``write`` is fsynced (rows arrive in batches: every ``log_every`` steps, one per evaluation)."""
 
     def __init__(self, path: Path, fields: Sequence[str]) -> None:
         self.path, self.fields = path, list(fields)
@@ -111,6 +139,7 @@ class CsvLog:
                 self._writer.writeheader()
         self._writer.writerows(rows)
         self._handle.flush()
+        os.fsync(self._handle.fileno())  # on disk before a last.pt that counts these rows is published
 
     def close(self) -> None:
         if self._handle is not None:

@@ -156,7 +156,10 @@ def test_joblib_sweep_finishes_six_runs_and_sweep_status_lists_them(tmp_path):
         assert json.loads((path / "summary.json").read_text())["status"] == "finished", path
         assert len(pd.read_csv(path / "train.csv")) == 2 * 45  # each job wrote only its own directory
     status = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/sweep_status.py"), str(tmp_path)], capture_output=True, text=True
+        [sys.executable, str(ROOT / "scripts/sweep_status.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout (the venv's .pth may name another)
     )
     assert status.returncode == 0, status.stderr
     assert f"6 runs under {tmp_path}: 6 finished" in status.stdout

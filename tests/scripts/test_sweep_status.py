@@ -10,14 +10,15 @@ import time
 import pytest
 import yaml
 
+from experiments.runs import runlock
+from experiments.runs.runlock import LOCK_NAME, RunLock
 from scripts import sweep_status
 from tests.helpers import ROOT
 
 HOLD_LOCK = """
-import fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, str(os.getpid()).encode())
+import sys
+from experiments.runs.runlock import RunLock
+RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 sys.stdin.read()
 """
@@ -74,7 +75,8 @@ def lock_holder():
 
     def hold(path):
         proc = subprocess.Popen(
-            [sys.executable, "-c", HOLD_LOCK, str(path / sweep_status.LOCK_FILE)],
+            [sys.executable, "-c", HOLD_LOCK, str(path)],
+            cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -97,7 +99,7 @@ def sweep(tmp_path, lock_holder):
     live = make_run(root, "adam", 1, "running", epochs_done=1, step=60, t=30.0)
     lock_holder(live)
     dead = make_run(root, "adamx", 1, "running", epochs_done=1)
-    (dead / sweep_status.LOCK_FILE).write_text("12345")  # its holder is gone: nobody has the flock
+    (dead / LOCK_NAME).write_text("12345")  # its holder is gone: nobody has the flock
     make_run(
         root,
         "adam",
@@ -232,7 +234,7 @@ def test_format_duration():
 
 
 def test_the_script_runs_from_the_command_line(sweep):
-    env = {**os.environ, "PYTHONPATH": ""}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout (the venv's .pth may name another)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "sweep_status.py"), str(sweep)],
         capture_output=True,
@@ -241,3 +243,53 @@ def test_the_script_runs_from_the_command_line(sweep):
     )
     assert proc.returncode == 0, proc.stderr
     assert "6 runs under" in proc.stdout
+
+
+def test_the_lock_the_trainer_holds_is_the_one_sweep_status_probes(tmp_path):
+    """One name, one place: a run directory holding only the real RunLock's file is found, and a live run
+    whose files are all older than the stale limit is running (a long epoch, nothing logged yet)."""
+    assert sweep_status.LOCK_NAME is runlock.LOCK_NAME
+    fresh = tmp_path / "exp" / "digits_cnn" / "adam" / "seed0"
+    fresh.mkdir(parents=True)
+    old = make_run(tmp_path, "adamx", 0, "running", epochs_done=1)
+    with RunLock(fresh), RunLock(old):
+        assert set(sweep_status.find_runs(tmp_path)) == {fresh, old}
+        hours_ago = time.time() - 3 * sweep_status.STALE_AFTER_S
+        for path in old.iterdir():
+            os.utime(path, (hours_ago, hours_ago))
+        assert sweep_status.read_run(old).status == "running"
+        assert sweep_status.read_run(fresh).status == "starting"
+    assert sweep_status.read_run(old).status == "stale"  # released, and silent for hours
+
+
+def test_a_live_run_whose_lock_file_was_deleted_is_still_running(tmp_path):
+    path = make_run(tmp_path, "adam", 0, "running", epochs_done=1)
+    with RunLock(path):
+        (path / LOCK_NAME).unlink()
+        assert (
+            sweep_status.read_run(path, now=time.time() + 3 * sweep_status.STALE_AFTER_S).status == "running"
+        )
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "[1, 2, 3]",
+        '"finished"',
+        "null",
+        '{"status": "running", "seed": "3a"}',
+        '{"status": "finished", "epochs_done": "two"}',
+        '{"status": "finished", "steps": [1]}',
+        '{"status": "finished", "final": "none"}',
+    ],
+)
+def test_one_odd_summary_is_reported_unreadable_and_the_rest_printed(tmp_path, capsys, odd):
+    make_run(tmp_path, "adam", 0, "finished", epochs_done=4)
+    bad = make_run(tmp_path, "adamx", 0, "finished", epochs_done=4)
+    (bad / "summary.json").write_text(odd)
+    assert sweep_status.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 finished" in out
+    if odd != "null":  # JSON null reads as "no summary yet": the config.yaml decides
+        assert "1 unreadable" in out
+        assert f"unreadable {bad}: summary.json or config.yaml holds unexpected values" in out

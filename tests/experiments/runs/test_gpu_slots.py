@@ -227,3 +227,35 @@ def test_device_auto_claims_a_free_gpu_and_teardown_gives_it_back(tmp_path, hold
     assert not info.gpu_claim.held
     with claim_gpu(device_count=2, lock_dir=tmp_path, wait=False) as again:
         assert again.index == 1  # given back: the next job gets it
+
+
+def test_a_lock_dir_that_is_a_file_is_one_sentence(tmp_path, monkeypatch):
+    """ADAMX_GPU_LOCK_DIR pointing at a file (or anything that cannot hold lock files): a UsageError
+    naming the variable, not a FileExistsError traceback from mkdir."""
+    from experiments.train.errors import UsageError
+
+    not_a_dir = tmp_path / "locks"
+    not_a_dir.write_text("")
+    monkeypatch.setenv(gpu_slots.LOCK_DIR_ENV, str(not_a_dir))
+    with pytest.raises(UsageError, match=rf"{not_a_dir} cannot hold lock files .*set ADAMX_GPU_LOCK_DIR"):
+        claim_gpu(device_count=1, wait=False)
+    with pytest.raises(UsageError, match="cannot hold lock files"):
+        claim_gpu(device_count=1, lock_dir=not_a_dir / "below", wait=False)
+
+
+@pytest.mark.parametrize("odd", ["[1, 2]", '"x"', "{not json", '{"model": "m", "device": "cuda:0", '
+                                 '"epochs_done": 1, "peak_memory_bytes": "3a"}'])
+def test_one_odd_summary_is_reported_and_the_rest_measured(tmp_path, capsys, odd):
+    gib = 2**30
+    good = tmp_path / "a"
+    good.mkdir()
+    good_summary = {"model": "swinv2_s", "device": "cuda:0", "epochs_done": 1, "peak_memory_bytes": 3 * gib}
+    (good / "summary.json").write_text(json.dumps(good_summary))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "summary.json").write_text(odd)
+    unreadable = []
+    assert gpu_slots.measured_peaks(tmp_path, unreadable) == {"swinv2_s": 3 * gib}
+    assert len(unreadable) == 1 and unreadable[0].startswith(str(tmp_path / "b" / "summary.json"))
+    assert gpu_slots.main([str(tmp_path), "--gpu-memory-gb", "80"]) == 0
+    captured = capsys.readouterr()
+    assert "swinv2_s" in captured.out and f"unreadable: {tmp_path / 'b' / 'summary.json'}" in captured.err

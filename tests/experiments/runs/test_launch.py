@@ -208,7 +208,10 @@ def test_last_pt_past_step_zero_needs_train_csv(tmp_path):
         UsageError, match=r"holds last.pt \(epoch 1, step 5\) but not train.csv, .*restore it,"
     ):
         launch.check_run_dir(tmp_path, IDENTITY)
-    (tmp_path / "train.csv").write_text("step\n")
+    (tmp_path / "train.csv").write_text("step\n")  # emptied: fault campaign item 1
+    with pytest.raises(UsageError, match=r"but train.csv holds 0 of its 5 rows \(emptied or cut short\)"):
+        launch.check_run_dir(tmp_path, IDENTITY)
+    (tmp_path / "train.csv").write_text("step\n" + "".join(f"{s}\n" for s in range(1, 6)))
     assert launch.check_run_dir(tmp_path, IDENTITY) is None
 
 

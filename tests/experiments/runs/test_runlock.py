@@ -136,3 +136,22 @@ def test_missing_logs_beside_last_pt_are_refused(tmp_path):
         (path / f"{name}.bak").rename(path / name)
     assert run_experiment(cfg, overrides)["status"] == "finished"
     assert len((path / "train.csv").read_text().splitlines()) == 1 + 24
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_process_in(tmp_path):
+    """A clean-up that deletes .run.lock while a run trains must not let another process train the same
+    directory: the holder also locks the directory itself, which nothing can delete from under it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        (tmp_path / LOCK_NAME).unlink()
+        with pytest.raises(UsageError, match=rf"{tmp_path} is in use by another process"):
+            RunLock(tmp_path).acquire()
+        assert not (tmp_path / LOCK_NAME).exists()  # the refused process leaves no lock file behind either
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(tmp_path):  # the holder died: the kernel dropped its locks
+        assert (tmp_path / LOCK_NAME).read_text().startswith(f"PID {os.getpid()} ")
