@@ -90,9 +90,9 @@ claims-tune: checkout
 # Issue 25 (results/README.md, "Method"): Figure 5's claim under Figure 5's own protocol, Table 8's constant LR
 # 2.2e-5 at T = 62,480 steps (25 runs, ~7 min each on an idle core), plus the mechanism runs (AdamX with weight
 # decay 0, and AdamX with its state restarted at step 41,976; 3 seeds each), all through scripts/probe_run.py
-# (optim.csv, full_loss.csv); then tables, spike counts and figures. Resumable. A check at a small scale:
+# (optim.csv and full_loss.csv from the trainer keys of claims_fig5.yaml); then tables, spike counts and figures. Resumable. A check at a small scale:
 #   make claims-fig5 FIG5_ROOT=/tmp/fig5 FIG5_OUT=/tmp/fig5/results FIG5_SEEDS=0,1 FIG5_MECH_SEEDS=0,1 \
-#     FIG5_RESET_AT=176 FIG5_EXTRA="trainer.epochs=8 probes.full_loss_steps=[88,176,220,352]" \
+#     FIG5_RESET_AT=176 FIG5_EXTRA="trainer.epochs=8 trainer.full_loss_steps=[88,176,220,352]" \
 #     FIG5_TABLE_ARGS="--landmarks 88,176,220,352 --auc-after 88" FIG5_SPIKE_ARGS="--after 88"
 FIG5_ROOT ?= runs/claims
 FIG5_OUT ?= results

@@ -400,6 +400,7 @@ def build_trainer(
     data = cfg.dataset
     pin = dist.device.type == "cuda" and data.get("pin_memory", True)
     device_loader = getattr(bundle, "device_loader", None)
+    train_eval = None  # the training set as an evaluation loader, for trainer.full_loss_* (probes.py)
     with _settings("dataset"):
         if data.get("device_resident", False):
             if device_loader is None:
@@ -426,6 +427,10 @@ def build_trainer(
                 dist.world_size,
                 pin,
             )
+            if tcfg.full_loss_steps or tcfg.full_loss_at_eval:
+                train_eval = eval_loader(
+                    bundle.train, task.collate, data.eval_batch_size, data.num_workers, dist.rank, dist.world_size, pin
+                )
             evals = eval_loader(
                 bundle.eval,
                 task.collate,
@@ -472,6 +477,7 @@ def build_trainer(
             info=info,
             identity=identity,
             seed=seed,
+            train_eval_data=train_eval,
         )
 
 

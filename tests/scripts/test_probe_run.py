@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from adamx import AdamX
+from experiments.train.trainer import Hooks
 from scripts import probe_run, reset_v
 from tests.helpers import compose_config, torch_threads
 
@@ -29,12 +30,12 @@ def run(root: Path, *extra: str) -> Path:
 
 
 def test_probes_write_their_files_and_change_nothing_that_is_trained(tmp_path: Path) -> None:
-    probed = run(tmp_path / "a", "probes.optim_stats_every=22", "probes.full_loss_steps=[44,100]")
+    probed = run(tmp_path / "a", "trainer.optim_stats_every=22", "trainer.full_loss_steps=[44,100]")
     plain = run(
         tmp_path / "b",
-        "probes.optim_stats_every=0",
-        "probes.full_loss_steps=[]",
-        "probes.full_loss_at_eval=false",
+        "trainer.optim_stats_every=0",
+        "trainer.full_loss_steps=[]",
+        "trainer.full_loss_at_eval=false",
     )
     cols = ["step", "epoch", "loss", "lr"]
     pd.testing.assert_frame_equal(
@@ -57,22 +58,21 @@ def test_probes_write_their_files_and_change_nothing_that_is_trained(tmp_path: P
 
 
 def test_resumed_run_keeps_probe_rows_up_to_last_pt_only(tmp_path: Path, monkeypatch) -> None:
-    original = probe_run.Probes.on_step_end
+    original = probe_run.Probes.hooks
 
-    def stop_at_60(self, trainer) -> None:
-        original(self, trainer)
+    def stop_at_60(trainer) -> None:
         if trainer.step == 60:
             os.kill(os.getpid(), signal.SIGINT)  # the trainer commits last.pt at step 60 and stops
 
-    monkeypatch.setattr(probe_run.Probes, "on_step_end", stop_at_60)
-    cfg = compose_config([*TINY, f"runs_root={tmp_path}", "probes.optim_stats_every=22"])
+    monkeypatch.setattr(probe_run.Probes, "hooks", lambda self: Hooks(on_step_end=stop_at_60))
+    cfg = compose_config([*TINY, f"runs_root={tmp_path}", "trainer.optim_stats_every=22"])
     with torch_threads(1):
         assert probe_run.execute(cfg, []) == 130
     folder = tmp_path / RUN
     assert list(pd.read_csv(folder / "optim.csv")["step"]) == [22, 22, 44, 44]
     with open(folder / "optim.csv", "a") as handle:  # a row past last.pt (a kill after a probe's write)
         handle.write("66" + ",0" * 20 + "\n")
-    monkeypatch.setattr(probe_run.Probes, "on_step_end", original)
+    monkeypatch.setattr(probe_run.Probes, "hooks", original)
     with torch_threads(1):
         assert probe_run.execute(cfg, []) == 0
     optim = pd.read_csv(folder / "optim.csv")
@@ -82,7 +82,7 @@ def test_resumed_run_keeps_probe_rows_up_to_last_pt_only(tmp_path: Path, monkeyp
 
 def test_reset_v_restarts_the_state_at_its_step(tmp_path: Path) -> None:
     reset = run(tmp_path / "r", "+probe=reset_v", "probes.reset_v_at=88")
-    plain = run(tmp_path / "p", "probes.optim_stats_every=0")
+    plain = run(tmp_path / "p", "trainer.optim_stats_every=0")
     assert json.loads((reset / "reset_v.json").read_text())["reset_at"] == 88
     state = torch.load(reset / "last.pt", weights_only=True)["optimizer"]["state"]
     assert {int(s["step"]) for s in state.values()} == {132 - 88}  # restarted at 88, then 44 steps

@@ -196,6 +196,7 @@ def test_versions_are_not_compared_but_a_resume_under_another_torch_is_announced
 # change the identity, so a resume or rerun with another value is refused. A key added to the configs
 # fails test_every_config_key_is_decided until it is listed here or in identity.IGNORED with its reason.
 COUNTED = """
+probes.reset_v_at
 dataset.augment dataset.batch_size dataset.device_resident dataset.drop_last dataset.eval_batch_size dataset.flip
 dataset.img_size dataset.keep_difficult dataset.name dataset.num_workers dataset.scale dataset.test_size
 dataset.val_size model.base model.dropout model.hidden model.name model.width optimizer.betas
@@ -218,6 +219,10 @@ IGNORED_HOW = {
     "trainer.checkpoint_every_min": "run",
     "trainer.tensorboard": "run",
     "trainer.jobs_per_gpu": "run",
+    "trainer.optim_stats_every": "run",
+    "trainer.optim_stats_eps": "run",
+    "trainer.full_loss_steps": "run",
+    "trainer.full_loss_at_eval": "run",
     "dataset.pin_memory": "run",
     "dataset.download": "data",
     "dataset.root": "data",
@@ -340,6 +345,10 @@ def test_the_ignored_trainer_and_loader_keys_leave_the_numbers_alone(tmp_path):
         "trainer.log_every=5",
         "trainer.checkpoint_every_min=1e-9",  # a mid-epoch last.pt after every step
         "trainer.jobs_per_gpu=3",
+        "trainer.optim_stats_every=2",
+        "trainer.optim_stats_eps=0.5",
+        "trainer.full_loss_steps=[3,7]",
+        "trainer.full_loss_at_eval=true",
         "++dataset.pin_memory=false",
     ]
     try:
