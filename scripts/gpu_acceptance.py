@@ -56,7 +56,7 @@ def expand(checks: list, tiny: bool) -> list[Group]:
             continue
         optional = entry == "optional models"
         out += [
-            Group(f"model.{s.model}", "tools.acceptance.training:model_check", s.model)
+            Group(f"model.{s.model}", "tools.acceptance.training:model_check", arg=s.model)
             for s in specs(tiny)
             if s.optional == optional
         ]

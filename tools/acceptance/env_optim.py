@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import platform
 import time
 
@@ -34,10 +35,13 @@ def timed(ctx: Context, fn, repeats: int, warmup: int = 2) -> float:
 
 
 def check_environment(ctx: Context) -> list[Row]:
-    def version(name: str) -> str:
+    def version(name: str, module: str | None = None) -> str:
+        """The installed version, or "absent" when it is not installed or cannot be imported here."""
         try:
+            if importlib.util.find_spec(module or name) is None:
+                return "absent"
             return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
+        except (ImportError, ValueError, importlib.metadata.PackageNotFoundError):
             return "absent"
 
     numbers = {
@@ -45,7 +49,7 @@ def check_environment(ctx: Context) -> list[Row]:
         "torch": torch.__version__,
         "torchvision": version("torchvision"),
         "omegaconf": version("omegaconf"),
-        "hydra": version("hydra-core"),
+        "hydra": version("hydra-core", "hydra"),
         "pycocotools": version("pycocotools"),
     }
     if ctx.cuda:

@@ -40,12 +40,12 @@ KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the process to be reape
 
 @dataclass
 class Group:
-    """A named check: ``target`` is ``"package.module:function"``; with ``model`` the function is a
-    factory called with that model's ``Spec`` (``training.model_check``)."""
+    """A named check: ``target`` is ``"package.module:function"``, the check itself, or with ``arg`` a
+    factory called with it that returns the check (``training.model_check(model name)``)."""
 
     name: str
     target: str
-    model: str | None = None
+    arg: str | None = None
 
 
 @dataclass
@@ -69,18 +69,13 @@ def _mp_context():
     return _CONTEXT
 
 
-def resolve(group: Group, tiny: bool):
+def resolve(group: Group):
     """The check function of ``group`` (in the child)."""
     import importlib
 
     module, fn = group.target.split(":")
     found = getattr(importlib.import_module(module), fn)
-    if group.model is None:
-        return found
-    from tools.acceptance.synthetic import specs
-
-    (spec,) = [s for s in specs(tiny) if s.model == group.model]
-    return found(spec)
+    return found if group.arg is None else found(group.arg)
 
 
 def child_main(group: Group, params: dict[str, Any], rows_path: str, log_path: str) -> None:
@@ -105,7 +100,7 @@ def child_main(group: Group, params: dict[str, Any], rows_path: str, log_path: s
     try:
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        check = resolve(group, ctx.tiny)
+        check = resolve(group)
     except Exception as error:  # noqa: BLE001 - a check that cannot even start is one FAIL row
         traceback.print_exc()
         first = (str(error).strip().splitlines() or [""])[0][:200]
