@@ -114,7 +114,6 @@ def test_bench_train_applies_trainer_settings_to_both_loops(monkeypatch):
     """tools/bench/bench_train.py: the bare loop runs under the config's autocast and channels_last, and the
     Trainer gets the config's trainer section (it ignored trainer.* before)."""
     import tools.bench.bench_train as bench
-
     from experiments.tasks.classification import ClassificationTask
     from tests.helpers import compose_config
 
