@@ -86,8 +86,8 @@ def _trainer_imports(numbers: dict) -> Row:
         first = (str(error).strip().splitlines() or [""])[0][:160]
         return Row("env.trainer_imports", "FAIL", {"absent": absent}, f"{type(error).__name__}: {first}")
     note = (
-        f"absent: {', '.join(absent)}; the Trainer and tasks need none of them (run.py needs hydra and "
-        "omegaconf, task.coco_metrics pycocotools)"
+        "the Trainer and tasks need none of the absent (run.py needs hydra and omegaconf, "
+        "task.coco_metrics pycocotools)"
         if absent
         else "hydra, omegaconf and pycocotools present"
     )
