@@ -358,3 +358,18 @@ def test_tolerance_grades_a_gap_against_the_measured_fp32_spread():
     assert grade_gap(0.05, 1e-4, 2.0**-8, 64.0)[0] == "WARN"
     assert grade_gap(0.2, 1e-4, 2.0**-8, 64.0)[0] == "FAIL"
     assert grade_gap(0.007, 1.5e-7, 2.0**-8, 64.0)[0] == "FAIL"  # digits_cnn under a planted bf16 autocast
+
+
+def test_a_synchronize_that_raises_after_a_check_becomes_a_row_not_an_exception(monkeypatch):
+    """The old runner's ``finally: torch.cuda.synchronize()`` re-raised a sticky error and lost the rows."""
+
+    def sticky(device=None):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", sticky)
+    ctx = Context(torch.device("cuda", 0), tiny=True, compile_models=set())
+    rows = run_check("g", lambda c: [Row("g.first", "PASS")], ctx)
+    assert [(r.name, r.status) for r in rows] == [("g.first", "PASS"), ("g.device_after", "FAIL")]
+    assert rows[1].note == (
+        "device unusable after the check: RuntimeError: CUDA error: an illegal memory access was encountered"
+    )
