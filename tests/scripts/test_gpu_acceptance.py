@@ -373,3 +373,17 @@ def test_a_synchronize_that_raises_after_a_check_becomes_a_row_not_an_exception(
     assert rows[1].note == (
         "device unusable after the check: RuntimeError: CUDA error: an illegal memory access was encountered"
     )
+
+
+def test_the_preloaded_modules_leave_cuda_untouched():
+    """The forkserver imports these once; CUDA initialised there would be unusable in every group."""
+    code = (
+        "import torch, tools.acceptance.preload as p, importlib\n"
+        "assert all(importlib.import_module(m) for m in p.MODULES)\n"
+        "print(torch.cuda.is_initialized())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]

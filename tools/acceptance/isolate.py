@@ -64,6 +64,9 @@ _CONTEXT: Any = None
 def _mp_context():
     global _CONTEXT
     if _CONTEXT is None:
+        # The forkserver must never initialise the CUDA driver (a child forked after cuInit cannot use
+        # CUDA): should an import there ask torch.cuda.is_available(), NVML answers instead of cuInit.
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
         _CONTEXT = multiprocessing.get_context("forkserver")
         _CONTEXT.set_forkserver_preload(PRELOAD)
     return _CONTEXT

@@ -1,6 +1,8 @@
 """What the forkserver of ``tools.acceptance.isolate`` imports once, so that every check group's process
 starts with it loaded. An import that fails here is left to the group that needs it (where it becomes
-that group's FAIL row), so nothing is imported without a guard."""
+that group's FAIL row), so nothing is imported without a guard. Nothing here may touch CUDA: the groups
+are forked from this process and each must start its own CUDA context (``isolate._mp_context`` makes
+``torch.cuda.is_available()`` ask NVML here, and none of these modules calls CUDA at import)."""
 
 from __future__ import annotations
 
