@@ -3,6 +3,7 @@ parallel sweeps (gpu_slots.py), torchrun's process group, and leaving it."""
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -41,12 +42,22 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise UsageError(f"Unknown trainer.device={name!r}; choose auto, cpu, cuda or cuda:<k>.")
 
 
-def setup(device_name: str, jobs_per_gpu: int = 1) -> DistInfo:
+DIST_TIMEOUT_MIN = 30.0  # configs/trainer/default.yaml's trainer.dist_timeout_min
+
+
+def setup(device_name: str, jobs_per_gpu: int = 1, timeout_min: float = DIST_TIMEOUT_MIN) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single process.
 
     ``auto`` outside torchrun on a CUDA box claims a free GPU slot (experiments/gpu_slots.py), so the jobs
     of a parallel sweep spread over the visible GPUs; an explicit ``cuda:k`` or torchrun's LOCAL_RANK wins.
+    ``timeout_min`` (``trainer.dist_timeout_min``) is how long a collective may wait for the slowest rank
+    before the job fails: it must outlast rank-0-only work such as detection scoring (pycocotools took
+    527 s on VOC's test set on a loaded box; NCCL's own default is 10 minutes).
     """
+    if not timeout_min > 0:
+        raise UsageError(
+            f"trainer.dist_timeout_min={timeout_min} must be a positive number of minutes, e.g. 30."
+        )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -62,7 +73,10 @@ def setup(device_name: str, jobs_per_gpu: int = 1) -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(minutes=timeout_min),
+        )
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device, gpu_claim=claim)
 
 

@@ -27,6 +27,7 @@ IGNORED = {
     "trainer.checkpoint_every_min": "only how often last.pt is written; resume is exact at any step",
     "trainer.tensorboard": "a second copy of the logs",
     "trainer.jobs_per_gpu": "how many runs share a GPU in a parallel sweep (which GPU, not what is computed)",
+    "trainer.dist_timeout_min": "how long a collective may wait before the job fails (a failure, never a number)",
     "trainer.optim_stats_every": "optim.csv only: telemetry reads the optimizer's state, draws no random number",
     "trainer.optim_stats_eps": "a threshold of optim.csv's frac_step_below_eps column only",
     "trainer.full_loss_steps": "full_loss.csv only: a float64 copy of the model in eval mode, RNG forked",

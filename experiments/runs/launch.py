@@ -493,7 +493,7 @@ def run_experiment(
     cfg = apply_per_optimizer(cfg, overrides)
     seed = seed_value(cfg)
     tcfg = trainer_config(cfg.trainer)
-    dist = devices.setup(tcfg.device, tcfg.jobs_per_gpu)
+    dist = devices.setup(tcfg.device, tcfg.jobs_per_gpu, tcfg.dist_timeout_min)
     try:
         path = run_dir(cfg)
         identity = run_identity(cfg, dist.world_size, dist.device.type)

@@ -28,7 +28,11 @@ class TrainerConfig:
     checkpoint_every_min: float | None = (
         30.0  # mid-epoch last.pt at most this often (minutes); null: epoch ends only
     )
-    tf32: bool = False  # TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (the paper's protocol is fp32)
+    tf32: bool | None = (
+        False  # TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (the paper's protocol is fp32);
+    )
+    # null: torch's defaults (matmuls off, cuDNN on), what runs made before this key used
+    dist_timeout_min: float = 30.0  # how long a collective waits for the slowest rank (init_process_group)
     jobs_per_gpu: int = 1  # device=auto in a parallel sweep: runs that may share one GPU (runs/gpu_slots.py)
     tensorboard: bool = False  # event files beside the CSVs (the CSVs stay the record)
     optim_stats_every: int = 0  # optim.csv every this many steps (0: off); experiments/train/probes.py
@@ -50,6 +54,10 @@ class TrainerConfig:
             raise ValueError(f"trainer.grad_clip must be positive or null, got {self.grad_clip}.")
         if self.jobs_per_gpu < 1:
             raise ValueError(f"trainer.jobs_per_gpu must be >= 1, got {self.jobs_per_gpu}.")
+        if not self.dist_timeout_min > 0:
+            raise ValueError(
+                f"trainer.dist_timeout_min must be a positive number of minutes, got {self.dist_timeout_min}."
+            )
         if self.optim_stats_every < 0 or not self.optim_stats_eps > 0:
             raise ValueError(
                 f"trainer.optim_stats_every must be >= 0 (0: off) and optim_stats_eps positive, got "

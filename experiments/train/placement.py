@@ -1,4 +1,5 @@
-"""Where the model lives and what wraps it: its device and memory format, SyncBatchNorm, DDP, torch.compile."""
+"""Where the model lives and what wraps it: its device and memory format, SyncBatchNorm, DDP, torch.compile;
+and the TF32 switches it computes under."""
 
 from __future__ import annotations
 
@@ -27,3 +28,10 @@ def place_model(
     if cfg.compile:
         return model, torch.compile(train_model), torch.compile(model)
     return model, train_model, model
+
+
+def apply_tf32(tf32: bool | None) -> None:
+    """TF32 for float32 matmuls and cuDNN convolutions: both on or both off, or (None) torch's defaults,
+    matmuls off and cuDNN on, set explicitly since an earlier run in this process may have changed them."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.allow_tf32 = True if tf32 is None else tf32

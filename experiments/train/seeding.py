@@ -10,7 +10,10 @@ import torch
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch (all devices); in deterministic mode forbid nondeterministic kernels."""
+    """Seed python, numpy and torch (all devices) and set all three determinism flags either way:
+    deterministic mode forbids nondeterministic kernels (cuDNN deterministic, no benchmark); otherwise
+    they are allowed again (cuDNN benchmark on CUDA), so a deterministic job does not leak its flags into
+    the next job of a reused worker process (joblib, a sweep launcher's pool)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -22,6 +25,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     else:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = torch.cuda.is_available()
+        torch.backends.cudnn.deterministic = False
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -27,7 +27,7 @@ from experiments.train.config import PRECISIONS, TrainerConfig
 from experiments.train.errors import RunInterrupted, TrainingFailed, outcome
 from experiments.train.files import save_checkpoint
 from experiments.train.loaders import EpochLoader
-from experiments.train.placement import place_model
+from experiments.train.placement import apply_tf32, place_model
 from experiments.train.probes import Probes
 from experiments.train.provenance import git_commit, versions
 from experiments.train.seeding import seed_rank_streams
@@ -371,8 +371,7 @@ class Trainer:
         RunInterrupted (status ``interrupted``); any other exception marks the run ``failed`` with a
         one-line reason and propagates. The signal handlers live only while fit() runs.
         """
-        torch.backends.cuda.matmul.allow_tf32 = self.cfg.tf32
-        torch.backends.cudnn.allow_tf32 = self.cfg.tf32
+        apply_tf32(self.cfg.tf32)
         with StopRequests() as self._stop:
             if not self.resume() and self.dist.enabled:  # outside the try: a refused resume fails nothing
                 seed_rank_streams(self.seed, self.dist.rank)  # a new run: each rank its own dropout masks

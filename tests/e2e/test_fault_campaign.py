@@ -366,11 +366,6 @@ def test_a_key_added_later_takes_its_old_meaning():
     assert identity_differences(old_gpu, {**new, "trainer.device": "cuda"}) == ["trainer.tf32: None -> False"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs trainer change: TrainerConfig.tf32: bool | None (null: leave torch's TF32 defaults, as "
-    "before the key existed) and fit() setting allow_tf32 only when it is not None",
-)
 def test_an_old_gpu_run_can_be_resumed_with_tf32_null():
     from experiments.runs.build import trainer_config
 
@@ -412,11 +407,6 @@ def test_hydra_opens_its_run_log_only_when_something_is_logged():
 # ---------------------------------------------------------------------- 9. a second Ctrl-C right after last.pt's rename
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs trainer change: Trainer.save must update self._committed in the same uninterruptible "
-    "step as last.pt's rename (SIGINT blocked around save_checkpoint + barrier + _snapshot)",
-)
 def test_a_second_ctrl_c_right_after_last_pt_is_renamed_leaves_a_consistent_directory(
     tmp_path, reference, monkeypatch
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import platform
 import time
 
@@ -34,10 +35,13 @@ def timed(ctx: Context, fn, repeats: int, warmup: int = 2) -> float:
 
 
 def check_environment(ctx: Context) -> list[Row]:
-    def version(name: str) -> str:
+    def version(name: str, module: str | None = None) -> str:
+        """The installed version, or "absent" when it is not installed or cannot be imported here."""
         try:
+            if importlib.util.find_spec(module or name) is None:
+                return "absent"
             return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
+        except (ImportError, ValueError, importlib.metadata.PackageNotFoundError):
             return "absent"
 
     numbers = {
@@ -45,7 +49,7 @@ def check_environment(ctx: Context) -> list[Row]:
         "torch": torch.__version__,
         "torchvision": version("torchvision"),
         "omegaconf": version("omegaconf"),
-        "hydra": version("hydra-core"),
+        "hydra": version("hydra-core", "hydra"),
         "pycocotools": version("pycocotools"),
     }
     if ctx.cuda:
@@ -66,18 +70,28 @@ def check_environment(ctx: Context) -> list[Row]:
     b = torch.randn(n, n, device=ctx.device, dtype=torch.bfloat16)
     seconds = timed(ctx, lambda: a @ b, repeats=3 if ctx.tiny else 10, warmup=1 if ctx.tiny else 3)
     numbers["bf16_matmul_tflops"] = round(2 * n**3 / seconds / 1e12, 2 if not ctx.tiny else 4)
-    rows = [Row("env", "INFO", numbers)]
-    missing = [k for k in ("omegaconf",) if numbers[k] == "absent"]
-    if missing:
-        rows.append(
-            Row(
-                "env.trainer_imports",
-                "WARN",
-                note="omegaconf absent: the Trainer checks fail; carry the wheels "
-                "(docs/benchmarks.md, GPU acceptance)",
-            )
-        )
-    return rows
+    return [Row("env", "INFO", numbers), _trainer_imports(numbers)]
+
+
+def _trainer_imports(numbers: dict) -> Row:
+    """Whether the Trainer and the tasks import here (they need none of hydra, omegaconf and pycocotools;
+    the harness's ``run.py`` needs the first two, and ``task.coco_metrics`` the third)."""
+    import importlib
+
+    absent = [k for k in ("omegaconf", "hydra", "pycocotools") if numbers[k] == "absent"]
+    try:
+        for module in ("experiments.train.trainer", "experiments.tasks", "models"):
+            importlib.import_module(module)
+    except Exception as error:  # noqa: BLE001 - reported as the row
+        first = (str(error).strip().splitlines() or [""])[0][:160]
+        return Row("env.trainer_imports", "FAIL", {"absent": absent}, f"{type(error).__name__}: {first}")
+    note = (
+        "the Trainer and tasks need none of the absent (run.py needs hydra and omegaconf, "
+        "task.coco_metrics pycocotools)"
+        if absent
+        else "hydra, omegaconf and pycocotools present"
+    )
+    return Row("env.trainer_imports", "PASS", {"absent": absent}, note)
 
 
 # ------------------------------------------------------------------ optimizer precision
@@ -225,18 +239,47 @@ def check_fused_speed(ctx: Context) -> list[Row]:
 # ------------------------------------------------------------------ fp16 GradScaler
 
 
-def check_fp16_skip(ctx: Context) -> list[Row]:
-    """fp16 autocast + GradScaler: a step whose gradient holds an inf is skipped (params and AdamX state
-    untouched, scale halved); the next finite step updates. On AdamX's default and fused paths."""
-    return [_fp16_skip(ctx, path, kwargs) for path, kwargs in (("default", {}), ("fused", {"fused": True}))]
+def check_fp16_skip(ctx: Context, optimizer_class: type = adamx.AdamX) -> list[Row]:
+    """fp16 autocast + GradScaler: a step whose gradient holds an inf is skipped (every parameter and every
+    optimizer state entry, step counters included, untouched; the scale halved); the next finite step
+    updates. On AdamX's default and fused paths (``optimizer_class`` lets a test plant a wrong step)."""
+    return [
+        _fp16_skip(ctx, path, kwargs, optimizer_class)
+        for path, kwargs in (("default", {}), ("fused", {"fused": True}))
+    ]
 
 
-def _fp16_skip(ctx: Context, path: str, kwargs: dict) -> Row:
+def _state_copy(opt: torch.optim.Optimizer, params: list) -> dict:
+    """Every state entry of every parameter, by (parameter index, key), as copies (tensors cloned, so
+    that an in-place update afterwards shows)."""
+    return {
+        (i, k): v.detach().clone() if torch.is_tensor(v) else v
+        for i, p in enumerate(params)
+        for k, v in opt.state[p].items()
+    }
+
+
+def _same(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if torch.is_tensor(x) != torch.is_tensor(y):
+            return False
+        if torch.is_tensor(x) and not (x.shape == y.shape and torch.equal(x.cpu(), y.cpu())):
+            return False
+        if not torch.is_tensor(x) and x != y:
+            return False
+    return True
+
+
+def _fp16_skip(ctx: Context, path: str, kwargs: dict, optimizer_class: type) -> Row:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).to(
         ctx.device
     )
-    opt = adamx.AdamX(model.parameters(), lr=1e-2, **kwargs)
+    params = list(model.parameters())
+    opt = optimizer_class(params, lr=1e-2, **kwargs)
     scaler = torch.amp.GradScaler(ctx.device.type, init_scale=1024.0)
     x, y = torch.randn(8, 16, device=ctx.device), torch.randint(0, 4, (8,), device=ctx.device)
 
@@ -251,25 +294,15 @@ def _fp16_skip(ctx: Context, path: str, kwargs: dict) -> Row:
         opt.zero_grad(set_to_none=True)
 
     step(False)
-    params = [p.detach().clone() for p in model.parameters()]
-    state = {
-        k: v.clone() if torch.is_tensor(v) else v for p in model.parameters() for k, v in opt.state[p].items()
-    }
-    steps_before = [opt.state[p]["step"] for p in model.parameters()]
+    weights = [p.detach().clone() for p in params]
+    state = _state_copy(opt, params)
     scale = scaler.get_scale()
     step(True)
-    same_params = all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
-    after = {k: v for p in model.parameters() for k, v in opt.state[p].items()}
-    same_state = (
-        all(
-            torch.equal(state[k], after[k]) if torch.is_tensor(state[k]) else state[k] == after[k]
-            for k in state
-        )
-        and [opt.state[p]["step"] for p in model.parameters()] == steps_before
-    )
+    same_params = all(torch.equal(a, b) for a, b in zip(weights, params))
+    same_state = _same(state, _state_copy(opt, params))
     halved = scaler.get_scale() == scale / 2
     step(False)
-    moved = not all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
+    moved = not all(torch.equal(a, b) for a, b in zip(weights, params))
     ok = same_params and same_state and halved and moved
     numbers = {
         "params_untouched": same_params,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -62,7 +63,7 @@ def run_check(name: str, fn: Callable[[Context], list[Row]], ctx: Context) -> li
     """Run one check; whatever it raises is reported, never propagated."""
     start = time.perf_counter()
     try:
-        rows = fn(ctx)
+        rows = list(fn(ctx))
     except Exception as error:  # noqa: BLE001 - a failing check must not stop the others
         first = (str(error).strip().splitlines() or [""])[0][:200]
         where = traceback.extract_tb(error.__traceback__)[-1]
@@ -73,13 +74,26 @@ def run_check(name: str, fn: Callable[[Context], list[Row]], ctx: Context) -> li
                 note=f"{type(error).__name__}: {first} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})",
             )
         ]
-    finally:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+    unusable = context_error(ctx)
+    if unusable:  # a sticky CUDA error: this process's device is gone; its rows still go out
+        rows.append(Row(f"{name}.device_after", "FAIL", note=unusable))
     elapsed = time.perf_counter() - start
     for row in rows:
         row.seconds = round(elapsed / len(rows), 2)
     return rows
+
+
+def context_error(ctx: Context) -> str:
+    """ "" when the device still works after a check, else the one-line error that a synchronize raises
+    (a sticky CUDA error: device-side assert, illegal address; the process must end)."""
+    if not ctx.cuda:
+        return ""
+    try:
+        torch.cuda.synchronize(ctx.device)
+    except Exception as error:  # noqa: BLE001 - reported as a row, never propagated
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        return f"device unusable after the check: {type(error).__name__}: {first}"
+    return ""
 
 
 def fmt(value: Any) -> str:
@@ -105,5 +119,15 @@ def table(rows: list[Row]) -> str:
 
 
 def write_json(rows: list[Row], meta: dict[str, Any], path: str) -> None:
-    with open(path, "w") as f:
+    """Write the rows (and ``meta``) to ``path`` through a temporary file and a rename, so that a reader,
+    or a run killed while writing, never sees half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
         json.dump({"meta": meta, "checks": [asdict(r) for r in rows]}, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def read_rows(path: str) -> list[Row]:
+    """The rows ``write_json`` wrote to ``path``."""
+    with open(path) as f:
+        return [Row(**r) for r in json.load(f)["checks"]]

@@ -5,8 +5,11 @@ runs per-class NMS with a box kept once per class above ``conf_thres`` (``multi_
 test.py scores mAP), maps the boxes back to the original images (undoing the letterbox), gathers the
 per-image detections of every rank, scores them on rank 0 with the VOC all-point AP (primary, the
 paper's Eq. 20) and, on the same detections, COCO's 101-point AP through pycocotools, and broadcasts the
-metrics. Training multiplies YOLOv7's loss by the world size (YOLOv7's rule), so that DDP's gradient
-average equals one process's gradient on the global batch.
+metrics, or rank 0's scoring error, which every rank then raises (no rank is left waiting in the
+broadcast until the process group's timeout, ``trainer.dist_timeout_min``, for a rank 0 that gave up).
+Training multiplies the gradient of YOLOv7's loss by the world size (YOLOv7's rule), so that DDP's
+gradient average equals one process's gradient on the global batch; the loss value itself stays one
+process's, so the logged loss (the mean over ranks) reads the same at any world size.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from experiments.tasks.detection.voc_map import coco_map, voc_map
 from experiments.train.task import EvalContext
 
 Batch = tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]
+SCORING_ERROR = "scoring_error"  # the key of rank 0's broadcast when its scoring raised (never a metric)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -43,6 +47,24 @@ def world_size() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size()
     return 1
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """The identity forward; the gradient times ``factor`` backward."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def scale_grad(value: torch.Tensor, factor: float) -> torch.Tensor:
+    """``value`` unchanged, with its gradient multiplied by ``factor`` (the identity for factor 1)."""
+    return value if factor == 1 else _ScaleGrad.apply(value, factor)
 
 
 def batch_to_host(dets: list[torch.Tensor]) -> list[np.ndarray]:
@@ -132,13 +154,15 @@ class DetectionTask:
         return self._loss_fn
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """YOLOv7's loss times the number of processes: DDP averages gradients over ranks, and YOLOv7
-        (train.py) multiplies by world_size so that N processes step like one with the global batch."""
+        """YOLOv7's loss, its gradient times the number of processes: DDP averages gradients over ranks,
+        and YOLOv7 (train.py) multiplies by world_size so that N processes step like one with the global
+        batch. Only the gradient: the value stays this process's loss, so the Trainer's logged loss (the
+        mean over ranks) is the single-process value, not world_size times it."""
         images, targets, _ = batch
         preds = model(images)
         loss, parts = self.loss_fn(model)([p.float() for p in preds], targets)
         self.last_parts = parts  # detached box/obj/cls terms, for whoever wants to log them
-        return loss * world_size()
+        return scale_grad(loss, float(world_size()))
 
     has_sampled_loss = False  # the paper does not run SophiaG on detection (the trainer refuses it up front)
 
@@ -166,8 +190,19 @@ class DetectionTask:
                 gt = {k: meta[k] for k in ("boxes", "labels", "difficult")}
                 records.append((meta["image_id"], to_original(det, meta), gt))
         parts = ctx.all_gather_object(records)
-        metrics = self.score(parts) if ctx.rank == 0 else None
-        return ctx.broadcast_object(metrics)
+        metrics, error = None, None
+        if ctx.rank == 0:
+            try:
+                metrics = self.score(parts)
+            except Exception as exc:  # every rank must learn of it, or they wait out the timeout
+                first = (str(exc).strip().splitlines() or [""])[0]
+                error, metrics = exc, {SCORING_ERROR: f"{type(exc).__name__}: {first}"}
+        metrics = ctx.broadcast_object(metrics)
+        if error is not None:
+            raise error
+        if SCORING_ERROR in metrics:
+            raise RuntimeError(f"detection scoring failed on rank 0: {metrics[SCORING_ERROR]}")
+        return metrics
 
     def score(self, parts: list[list[tuple[str, np.ndarray, dict[str, Any]]]]) -> dict[str, float]:
         """VOC (and COCO) mAP over the gathered records; a DistributedSampler's padding repeats images,

@@ -25,11 +25,14 @@ Batch = tuple[torch.Tensor, Masks]
 
 
 def default_class_names(num_classes: int) -> list[str]:
-    """SBD's names (background + the 20 VOC classes) for 21 classes, else the class indices."""
-    if num_classes == 21:
-        from data.sbd import SBD_CLASSES
+    """SBD's names (background + the 20 VOC classes) for 21 classes, else the class indices.
 
-        return list(SBD_CLASSES)
+    Built from VOC's class list rather than imported from ``data.sbd``, whose reader needs scipy (for
+    the ``.mat`` masks): a task on synthetic data (the GPU acceptance run) needs no scipy."""
+    if num_classes == 21:
+        from data.voc.reader import VOC_CLASSES
+
+        return ["background", *VOC_CLASSES]
     return [str(i) for i in range(num_classes)]
 
 

@@ -219,6 +219,7 @@ IGNORED_HOW = {
     "trainer.checkpoint_every_min": "run",
     "trainer.tensorboard": "run",
     "trainer.jobs_per_gpu": "run",
+    "trainer.dist_timeout_min": "policy",
     "trainer.optim_stats_every": "run",
     "trainer.optim_stats_eps": "run",
     "trainer.full_loss_steps": "run",
