@@ -171,7 +171,7 @@ def test_the_trainer_reseeds_only_ddp_ranks_of_a_new_run_by_the_rule(tmp_path, m
     first = []
     trainer.hooks = Hooks(on_step_end=lambda t: first.append(t.step) or (_ for _ in ()).throw(Started()))
     with pytest.raises(Started):
-        trainer._fit()
+        trainer.fit()
     if world_size == 1:
         assert calls == [] and first == [1]  # trained a step without any re-seeding
     else:

@@ -332,16 +332,24 @@ def test_device_loader_per_rank_augmentation_seed_is_pinned(monkeypatch):
     assert seen[-1] == {"num_replicas": 2, "rank": 1}
 
 
-def test_detection_loss_is_multiplied_by_the_number_of_processes(monkeypatch):
-    """YOLOv7's DDP convention: the loss times world_size, so N ranks step like one with the global batch."""
+def test_detection_gradient_is_multiplied_by_the_number_of_processes(monkeypatch):
+    """YOLOv7's DDP convention: the gradient times world_size, so N ranks step like one with the global batch;
+    the loss value (what train.csv logs) stays the single-process one (issue 24)."""
     task = detection_task.DetectionTask.__new__(detection_task.DetectionTask)
     task.loss_fn = lambda model: lambda preds, targets: (preds[0].sum(), {})
     model = nn.Identity()
-    batch = ([torch.tensor([2.0, 3.0])], None, None)  # the model (identity) returns one output level
+    level = torch.tensor([2.0, 3.0], requires_grad=True)
+    batch = ([level], None, None)  # the model (identity) returns one output level
     monkeypatch.setattr(detection_task, "world_size", lambda: 1)
     one = task.loss(model, batch)
+    one.backward()
+    single_grad = level.grad.clone()
+    level.grad = None
     monkeypatch.setattr(detection_task, "world_size", lambda: 4)
-    assert one.item() == 5.0 and task.loss(model, batch).item() == 20.0
+    four = task.loss(model, batch)
+    four.backward()
+    assert one.item() == 5.0 and four.item() == 5.0
+    assert torch.equal(single_grad, torch.ones(2)) and torch.equal(level.grad, 4 * torch.ones(2))
 
 
 def test_classification_metric_names_follow_topk():
