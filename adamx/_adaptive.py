@@ -54,8 +54,14 @@ def _round_f32(x: float) -> float:
 # ---- single tensor ------------------------------------------------------------------------------------
 
 
-def single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars) -> None:
+def single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars | DeviceScalars) -> None:
+    """The rule one tensor at a time; ``DeviceScalars`` (compiled or capturable) keep every per-step value on
+    the device."""
     work_p, work_g, write_back = working_copies(params, grads)
+    if isinstance(s, DeviceScalars):
+        _device_single_tensor_step(work_p, work_g, exp_avgs, exp_avg_sqs, s)
+        copy_back(write_back)
+        return
     for p, g, m, v in zip(work_p, work_g, exp_avgs, exp_avg_sqs):
         if s.decay != 1.0:
             p.add_(
@@ -69,35 +75,48 @@ def single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars) -> 
 
 @dataclass(frozen=True)
 class DeviceScalars:
-    """Per-step scalars for the compiled/capturable paths: 0-d tensors of the moments' dtype on the
-    parameters' device, one per parameter (parameters may be at different steps)."""
+    """Per-step scalars for the compiled/capturable paths. ``w``, ``neg_step_size`` and ``eps`` are 0-d tensors
+    of the moments' dtype on the parameters' device, one per parameter (parameters may be at different steps).
+    ``decay_minus_one`` (None without weight decay) and ``one_minus_beta1`` are 0-d tensors under
+    ``torch.compile`` (graph inputs: a scheduler changing lr or beta1 neither recompiles nor is ignored) and host
+    floats in eager capturable steps (a CUDA graph then replays the values it was captured with, as torch's)."""
 
-    decay: float  # 1 - lr * weight_decay (host float: lr and weight_decay are fixed within a compiled step)
-    beta1: float
+    decay_minus_one: float | torch.Tensor | None  # (1 - lr * weight_decay) - 1
+    one_minus_beta1: float | torch.Tensor
     w: list[torch.Tensor]
     neg_step_size: list[torch.Tensor]
     eps: list[torch.Tensor]
 
 
-def single_tensor_device_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
-    work_p, work_g, write_back = working_copies(params, grads)
-    for p, g, m, v, w, nss, eps in zip(work_p, work_g, exp_avgs, exp_avg_sqs, s.w, s.neg_step_size, s.eps):
-        if s.decay != 1.0:
-            p.add_(p, alpha=s.decay - 1.0)
-        m.lerp_(g, 1.0 - s.beta1)
+def _decay_(params: list[torch.Tensor], decay_minus_one: float | torch.Tensor | None) -> None:
+    """theta <- theta + (decay - 1) theta: one rounding of theta * decay (mul_ would round decay to float32)."""
+    if decay_minus_one is None:
+        return
+    if isinstance(decay_minus_one, torch.Tensor):
+        torch._foreach_add_(params, torch._foreach_mul(params, decay_minus_one))
+    else:
+        torch._foreach_add_(params, params, alpha=decay_minus_one)
+
+
+def _device_single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
+    _decay_(params, s.decay_minus_one)
+    for p, g, m, v, w, nss, eps in zip(params, grads, exp_avgs, exp_avg_sqs, s.w, s.neg_step_size, s.eps):
+        m.lerp_(g, s.one_minus_beta1)
         v.add_((g * g).sub_(v).mul_(w))  # lerp(v, g^2, w), spelled so that inductor fuses it
         p.add_(m.div(v.sqrt().add_(eps)).mul_(nss))
-    copy_back(write_back)
 
 
-def foreach_device_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
-    work_p, work_g, write_back = working_copies(params, grads)
-    if s.decay != 1.0:
-        torch._foreach_add_(work_p, work_p, alpha=s.decay - 1.0)
-    torch._foreach_lerp_(exp_avgs, work_g, 1.0 - s.beta1)
+def _device_foreach_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
+    _decay_(params, s.decay_minus_one)
+    if isinstance(s.one_minus_beta1, torch.Tensor):  # m <- m + (1 - beta1)(g - m), lerp's formula for w < 0.5
+        delta = torch._foreach_sub(grads, exp_avgs)
+        torch._foreach_mul_(delta, s.one_minus_beta1)
+        torch._foreach_add_(exp_avgs, delta)
+    else:
+        torch._foreach_lerp_(exp_avgs, grads, s.one_minus_beta1)
     # v <- lerp(v, g^2, w) as v + w (g^2 - v): inductor has no lowering for _foreach_lerp_ with tensor weights
     # (it would run that op unfused, between two kernels); for w < 0.5 this is lerp's own formula
-    delta = torch._foreach_mul(work_g, work_g)
+    delta = torch._foreach_mul(grads, grads)
     torch._foreach_sub_(delta, exp_avg_sqs)
     torch._foreach_mul_(delta, s.w)
     torch._foreach_add_(exp_avg_sqs, delta)
@@ -105,8 +124,7 @@ def foreach_device_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) 
     torch._foreach_add_(denom, s.eps)
     update = torch._foreach_div(exp_avgs, denom)
     torch._foreach_mul_(update, s.neg_step_size)
-    torch._foreach_add_(work_p, update)
-    copy_back(write_back)
+    torch._foreach_add_(params, update)
 
 
 # ---- foreach ------------------------------------------------------------------------------------------
@@ -128,8 +146,14 @@ def _chunks(lists: list[list[torch.Tensor]]):
         yield [lst[start:] for lst in lists]
 
 
-def foreach_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars) -> None:
+def foreach_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars | DeviceScalars) -> None:
+    """The rule on foreach kernels; ``DeviceScalars`` (compiled or capturable) keep every per-step value on
+    the device (the caller has bucketed by device and dtype)."""
     work_p, work_g, write_back = working_copies(params, grads)
+    if isinstance(s, DeviceScalars):
+        _device_foreach_step(work_p, work_g, exp_avgs, exp_avg_sqs, s)
+        copy_back(write_back)
+        return
     for bucket in group_by_device_and_dtype([work_p, work_g, exp_avgs, exp_avg_sqs]):
         for ps, gs, ms, vs in _chunks(bucket) if bucket[0][0].device.type == "cpu" else [bucket]:
             if s.decay != 1.0:

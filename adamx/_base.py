@@ -147,6 +147,52 @@ class MomentOptimizer(Optimizer):
             return closure()
 
 
+def compiling() -> bool:
+    """True while Dynamo traces (torch.compile); the step then keeps every per-step value on the device."""
+    return torch.compiler.is_compiling()
+
+
+Split = Callable[[dict[str, Any]], tuple[list[float], dict[str, Any]]]
+
+
+def split_groups(groups: list[dict[str, Any]], split: Split) -> list[tuple[dict[str, Any], torch.Tensor]]:
+    """Per param group, ``split(group)``'s (hyperparameters a scheduler may change, the rest) as
+    (the rest, the hyperparameters as one float64 CPU tensor)."""
+    out = []
+    for group in groups:
+        values, static = split(group)
+        out.append((static, torch.tensor([float(x) for x in values], dtype=torch.float64)))
+    return out
+
+
+compiled_split_groups = torch.compiler.disable(split_groups)
+compiled_split_groups.__doc__ = """``split_groups`` run outside the compiled graph (Dynamo runs it eagerly: one graph break).
+
+Under ``torch.compile`` a Python float in a param group becomes a guard, or a symbolic float whose guards fail,
+the moment a scheduler changes it; as a tensor it is a graph input, so a new lr, weight decay factor or beta1
+(OneCycleLR's ``cycle_momentum``) neither recompiles nor is ignored. The compiled step reads only what this
+returns, never ``param_groups`` itself (Dynamo would wrap every float of every group).
+"""
+
+
+def on_like(x: float | torch.Tensor, ref: torch.Tensor) -> float | torch.Tensor:
+    """A host float as is; a 0-d tensor (a compiled step's hyperparameter) on ``ref``'s device in its dtype."""
+    return x.to(device=ref.device, dtype=ref.dtype) if isinstance(x, torch.Tensor) else x
+
+
+def foreach_axpy_(xs: list[torch.Tensor], ys: list[torch.Tensor], a: float | torch.Tensor) -> None:
+    """xs += a * ys, for a host float (one fused kernel) or a 0-d tensor (compiled steps)."""
+    if isinstance(a, torch.Tensor):
+        torch._foreach_add_(xs, torch._foreach_mul(ys, a))
+    else:
+        torch._foreach_add_(xs, ys, alpha=a)
+
+
+def axpy_(x: torch.Tensor, y: torch.Tensor, a: float | torch.Tensor) -> torch.Tensor:
+    """x += a * y, for a host float or a 0-d tensor; returns x."""
+    return x.add_(y * a) if isinstance(a, torch.Tensor) else x.add_(y, alpha=a)
+
+
 def group_by_device_and_dtype(tensorlists: list[list[torch.Tensor]]) -> Iterable[list[list[torch.Tensor]]]:
     """Split parallel tensor lists into runs that share (device, dtype) of the first list, for foreach calls."""
     buckets: dict[tuple[torch.device, torch.dtype], list[list[torch.Tensor]]] = {}

@@ -25,10 +25,8 @@ from . import schedules
 from ._adaptive import (
     DeviceScalars,
     StepScalars,
-    foreach_device_step,
     foreach_step,
     fused_step,
-    single_tensor_device_step,
     single_tensor_step,
 )
 from ._base import (
@@ -36,6 +34,8 @@ from ._base import (
     as_betas,
     check_beta,
     check_nonnegative,
+    compiled_split_groups,
+    compiling,
     dense_grad,
     group_by_device_and_dtype,
     zeros_moment,
@@ -43,21 +43,31 @@ from ._base import (
 from .state import canonical_state_dict, fill_missing_group_keys, internal_state_dict
 
 
-def _bias_correction1(t: Any, beta1: float) -> Any:
-    """1 - beta1^t, computed without cancellation (t a number or a float64 tensor)."""
+def _bias_correction1(t: Any, beta1: Any) -> Any:
+    """1 - beta1^t, computed without cancellation (t a number or a float64 tensor; beta1 a float, or a 0-d
+    tensor under torch.compile: log1p(-1) = -inf makes beta1 = 0 give 1 there without a branch)."""
+    if isinstance(beta1, torch.Tensor):
+        return -torch.expm1(t * torch.log1p(beta1 - 1.0))
     if isinstance(t, torch.Tensor):
         return torch.ones_like(t) if beta1 == 0.0 else -torch.expm1(t * math.log1p(beta1 - 1.0))
     return 1.0 if beta1 == 0.0 else -math.expm1(t * math.log1p(beta1 - 1.0))
 
 
+_HYPER_KEYS = ("lr", "weight_decay", "betas", "eps")
+
+
+def _split_group(group: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
+    """(lr, weight decay, beta1, eps): what a scheduler may change, in the order ``_device_step`` reads them;
+    and the rest of the group, with beta2 (the schedule's parameter) and whether weight decay is on."""
+    static = {k: v for k, v in group.items() if k not in _HYPER_KEYS}
+    static["beta2"] = group["betas"][1]
+    static["has_decay"] = group["weight_decay"] != 0
+    return [group["lr"], group["weight_decay"], group["betas"][0], group["eps"]], static
+
+
 def _scalar_dtype(device: torch.device) -> torch.dtype:
     """The dtype of on-device scalar math: float64 where the device has it."""
     return torch.float32 if device.type == "mps" else torch.float64
-
-
-def compiling() -> bool:
-    """True while Dynamo traces (torch.compile); the step then keeps every per-step value on the device."""
-    return torch.compiler.is_compiling()
 
 
 class AdaptiveMomentOptimizer(MomentOptimizer):
@@ -77,9 +87,10 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
         raise NotImplementedError
 
     def _device_scalars(
-        self, group: dict[str, Any], t: torch.Tensor
+        self, group: dict[str, Any], t: torch.Tensor, lr: Any, beta1: Any, eps: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(w, step_size, eps) per element of the float64 step vector ``t``."""
+        """(w, step_size, eps) per element of the float64 step vector ``t``; lr, beta1 and eps are floats or
+        0-d float64 tensors on t's device."""
         raise NotImplementedError
 
     def _fill_group(self, group: dict[str, Any]) -> None:
@@ -143,28 +154,43 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
             state["exp_avg_scale"] = state["exp_avg_sq_scale"] = 1.0
         return state
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimizer step; ``closure`` re-evaluates the loss (run with grad enabled) and its value is returned."""
         loss = self._run_closure(closure)
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            if group["capturable"] or compiling():
-                self._device_step(group, params)
-            else:
-                self._host_step(group, params)
+        if compiling():  # lr, weight decay, beta1 and eps enter the graph as tensors
+            self._step_groups(compiled_split_groups(self.param_groups, _split_group), compiled=True)
+        else:
+            self._step_groups([(group, None) for group in self.param_groups], compiled=False)
         return loss
 
-    def _host_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+    @torch.no_grad()
+    def _step_groups(self, groups: list[tuple[dict[str, Any], torch.Tensor | None]], compiled: bool) -> None:
+        """``groups``: (param group, None) in eager steps; (the group without its hyperparameters, them as a
+        float64 tensor) in compiled ones (``adamx._base.compiled_split_groups``)."""
+        work = []  # every gradient is checked before any state changes: a refused step changes nothing
+        for group, hyper in groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            work.append((group, hyper, params, [dense_grad(p, self._label) for p in params]))
+        for group, hyper, params, grads in work:
+            if not params:
+                continue
+            if compiled:
+                self._device_step(group, params, grads, hyper)
+            elif group["capturable"]:
+                values, static = _split_group(group)
+                self._device_step(static, params, grads, values)
+            else:
+                self._host_step(group, params, grads)
+
+    def _host_step(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
         """Eager step: host float64 scalars per distinct step count (and moment scales on the fused path)."""
         path = self._path(group, params)
         states = [self._state(p, group, exact_scales=path != "fused") for p in params]
         torch._foreach_add_([st["step"] for st in states], 1.0)
         buckets: dict[tuple, tuple[list, list, list, list, list]] = {}
-        for p, state in zip(params, states):
-            grad = dense_grad(p, self._label)
+        for p, grad, state in zip(params, grads, states):
             t = int(state["step"].item())  # a CPU tensor: no device sync
             if path == "fused":
                 a, b = state.get("exp_avg_scale", 1.0), state.get("exp_avg_sq_scale", 1.0)
@@ -189,30 +215,46 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
             else:
                 single_tensor_step(ps, gs, ms, vs, scalars)
 
-    def _device_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+    def _device_step(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        hyper: torch.Tensor | list[float],
+    ) -> None:
         """Compiled or capturable step: per-parameter scalars computed on the device from the step tensors,
-        no host sync and nothing that changes per step in Python. A fused group runs the foreach math."""
+        no host sync and nothing that changes per step in Python. ``group`` is ``_split_group``'s static part;
+        ``hyper`` holds lr, weight decay, beta1 and eps: a float64 tensor in compiled steps, floats in eager
+        capturable ones. A fused group runs the foreach math."""
         path = self._path(group, params)
         states = [self._state(p, group, exact_scales=True) for p in params]
         steps = [st["step"] for st in states]
         torch._foreach_add_(steps, 1.0)
-        grads = [dense_grad(p, self._label) for p in params]
         ms = [st["exp_avg"] for st in states]
         vs = [st["exp_avg_sq"] for st in states]
-        lr, wd = float(group["lr"]), float(group["weight_decay"])
         # buckets by the moments' (device, dtype): 16-bit parameters step in float32 with float32 moments
         for bm, ps, gs, bv, bsteps in group_by_device_and_dtype([ms, params, grads, vs, steps]):
             device, dtype = bm[0].device, bm[0].dtype
-            t = torch.stack(bsteps).to(device=device, dtype=_scalar_dtype(device))
-            w, step_size, eps = self._device_scalars(group, t)
+            sdt = _scalar_dtype(device)
+            t = torch.stack(bsteps).to(device=device, dtype=sdt)
+            if isinstance(hyper, torch.Tensor):
+                lr, wd, beta1, eps = hyper.to(device=device, dtype=sdt).unbind(0)
+            else:
+                lr, wd, beta1, eps = (float(x) for x in hyper)
+            w, step_size, eps = self._device_scalars(group, t, lr, beta1, eps)
+            decay_minus_one = ((1.0 - lr * wd) - 1.0) if group["has_decay"] else None
+            one_minus_beta1 = 1.0 - beta1
+            if isinstance(hyper, torch.Tensor):
+                decay_minus_one = None if decay_minus_one is None else decay_minus_one.to(dtype)
+                one_minus_beta1 = one_minus_beta1.to(dtype)
             scalars = DeviceScalars(
-                decay=1.0 - lr * wd,
-                beta1=group["betas"][0],
+                decay_minus_one=decay_minus_one,
+                one_minus_beta1=one_minus_beta1,
                 w=list(w.to(dtype).unbind(0)),
                 neg_step_size=list((-step_size).to(dtype).unbind(0)),
                 eps=list(eps.to(dtype).unbind(0)),
             )
-            run = single_tensor_device_step if path == "single" else foreach_device_step
+            run = single_tensor_step if path == "single" else foreach_step
             run(ps, gs, bm, bv, scalars)
 
 
@@ -310,12 +352,11 @@ class AdamX(AdaptiveMomentOptimizer):
         )
 
     def _device_scalars(
-        self, group: dict[str, Any], t: torch.Tensor
+        self, group: dict[str, Any], t: torch.Tensor, lr: Any, beta1: Any, eps: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        beta1, beta2 = group["betas"]
-        w = _one_minus_beta2_hat(group["beta2_schedule"])(t, beta2)
-        step_size = float(group["lr"]) / _bias_correction1(t, beta1)
-        return w, step_size, torch.full_like(t, float(group["eps"]))
+        w = _one_minus_beta2_hat(group["beta2_schedule"])(t, group["beta2"])
+        step_size = lr / _bias_correction1(t, beta1)
+        return w, step_size, torch.zeros_like(t) + eps
 
 
 def _one_minus_beta2_hat(schedule: Any) -> Callable[[Any, float], Any]:
