@@ -32,8 +32,19 @@ from ._base import copy_back, group_by_device_and_dtype, working_copies
 
 # A step count so large that the kernel's bias corrections 1 - beta^step are exactly 1 in double.
 _HUGE_STEP = 1e30
-# Below this, 1 - x rounds too close to 1 in double for the kernel's bias correction; see fused_kernel_scalars.
+# Below this, 1 - x rounds too close to 1 in double for the kernel's bias correction; see kernel_beta.
 _MIN_KERNEL_WEIGHT = 1e-15
+
+
+def kernel_beta(x: float) -> float:
+    """The beta handed to torch's fused kernel for an EMA weight x = 1 - beta, on every device and dtype.
+
+    The kernel divides by its bias correction 1 - beta^step (step = 1e30 here, meant to make it 1). Once x falls
+    below 2^-54 (AdamX's 1 - beta2_hat_t does: from t = 3,121 with beta2 = 0.9, 280,834 with 0.99), 1 - x is
+    1.0 in double, the correction is 0 and the update inf/inf or 0/0: the step freezes and entries with v = 0
+    become NaN. The floor keeps 1 - x < 1 (pow(1 - 1e-15, 1e30) = 0, correction 1); the weight it adds,
+    <= 1e-15 g^2, is below float32's resolution of v (and float64's unless g^2 > 0.1 v)."""
+    return 1.0 - max(x, _MIN_KERNEL_WEIGHT)
 
 
 @dataclass(frozen=True)
@@ -210,14 +221,14 @@ def tracked_ema_beta(decay: float, weight: float, scale: float, rounds: bool) ->
     """
     if decay == 0.0:  # the moment is overwritten: x = y
         return 0.0, 1.0
-    x = max(scale * weight, _MIN_KERNEL_WEIGHT)
-    d = _round_f32(1.0 - x) if rounds else 1.0 - x
+    beta = kernel_beta(scale * weight)
+    d = _round_f32(beta) if rounds else beta
     new_scale = d * scale / decay
-    x2 = max(new_scale * weight, _MIN_KERNEL_WEIGHT)
-    d2 = _round_f32(1.0 - x2) if rounds else 1.0 - x2
+    beta2 = kernel_beta(new_scale * weight)
+    d2 = _round_f32(beta2) if rounds else beta2
     if d2 == d:  # a self-consistent choice: C matches the new scale to the last bit we can control
-        return 1.0 - x2, new_scale
-    return 1.0 - x, new_scale
+        return beta2, new_scale
+    return beta, new_scale
 
 
 # x >= 2^-28 keeps the double 1 - (1 - x) the kernel forms within 3e-8 of x.
@@ -247,7 +258,7 @@ def accumulating_beta2(w: float, scale: float) -> tuple[float, float, float]:
         rescale = 2.0 ** math.floor(math.log2(rescale))
         new_scale *= rescale
         x = new_scale * w
-    return 1.0 - max(x, _MIN_KERNEL_WEIGHT), new_scale, rescale
+    return kernel_beta(x), new_scale, rescale
 
 
 def fused_kernel_scalars(
@@ -262,7 +273,7 @@ def fused_kernel_scalars(
     if rounds:
         beta2_k, b, rescale = accumulating_beta2(s.w, v_scale)
     else:  # a kernel that multiplies in double needs no tricks
-        beta2_k, b, rescale = 1.0 - s.w, 1.0, 1.0 / v_scale if v_scale != 1.0 else 1.0
+        beta2_k, b, rescale = kernel_beta(s.w), 1.0, 1.0 / v_scale if v_scale != 1.0 else 1.0
     sqrt_b = math.sqrt(b)
     lr_k = s.step_size * sqrt_b / a
     # The kernel multiplies theta by float32(1 - lr_k wd_k); ``carry`` = exact / applied cumulative decay, so

@@ -155,24 +155,37 @@ def compiling() -> bool:
 Split = Callable[[dict[str, Any]], tuple[list[float], dict[str, Any]]]
 
 
-def split_groups(groups: list[dict[str, Any]], split: Split) -> list[tuple[dict[str, Any], torch.Tensor]]:
-    """Per param group, ``split(group)``'s (hyperparameters a scheduler may change, the rest) as
-    (the rest, the hyperparameters as one float64 CPU tensor)."""
+def split_groups(
+    optimizer: Optimizer, split: Split, tensors: bool = False
+) -> list[tuple[dict[str, Any], Any]]:
+    """Per param group of ``optimizer``, ``split(group)``'s (hyperparameters a scheduler may change, the rest)
+    as (the rest, the hyperparameters: a float64 CPU tensor if ``tensors``, else the list). Every gradient is
+    checked first, so a refused step (sparse gradient, complex parameter) changes no state."""
+    label = getattr(optimizer, "_label", type(optimizer).__name__)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                dense_grad(p, label)
     out = []
-    for group in groups:
+    for group in optimizer.param_groups:
         values, static = split(group)
-        out.append((static, torch.tensor([float(x) for x in values], dtype=torch.float64)))
+        out.append(
+            (static, torch.tensor([float(x) for x in values], dtype=torch.float64) if tensors else values)
+        )
     return out
 
 
-compiled_split_groups = torch.compiler.disable(split_groups)
-compiled_split_groups.__doc__ = """``split_groups`` run outside the compiled graph (Dynamo runs it eagerly: one graph break).
+@torch.compiler.disable
+def compiled_split_groups(optimizer: Optimizer, split: Split) -> list[tuple[dict[str, Any], torch.Tensor]]:
+    """``split_groups`` with tensors, run outside the compiled graph (Dynamo runs it eagerly: one graph break).
 
-Under ``torch.compile`` a Python float in a param group becomes a guard, or a symbolic float whose guards fail,
-the moment a scheduler changes it; as a tensor it is a graph input, so a new lr, weight decay factor or beta1
-(OneCycleLR's ``cycle_momentum``) neither recompiles nor is ignored. The compiled step reads only what this
-returns, never ``param_groups`` itself (Dynamo would wrap every float of every group).
-"""
+    Under ``torch.compile`` a Python float in a param group becomes a guard, or a symbolic float whose guards
+    fail, the moment a scheduler changes it; as a tensor it is a graph input, so a new lr, weight decay factor
+    or beta1 (OneCycleLR's ``cycle_momentum``) neither recompiles nor is ignored. The compiled step reads only
+    what this returns, never ``param_groups`` (Dynamo would guard on every float of every group); pass the
+    optimizer, not its ``param_groups``, for the same reason.
+    """
+    return split_groups(optimizer, split, tensors=True)
 
 
 def on_like(x: float | torch.Tensor, ref: torch.Tensor) -> float | torch.Tensor:

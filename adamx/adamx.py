@@ -158,7 +158,7 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
         """One optimizer step; ``closure`` re-evaluates the loss (run with grad enabled) and its value is returned."""
         loss = self._run_closure(closure)
         if compiling():  # lr, weight decay, beta1 and eps enter the graph as tensors
-            self._step_groups(compiled_split_groups(self.param_groups, _split_group), compiled=True)
+            self._step_groups(compiled_split_groups(self, _split_group), compiled=True)
         else:
             self._step_groups([(group, None) for group in self.param_groups], compiled=False)
         return loss

@@ -27,6 +27,7 @@ from ._base import (
     foreach_axpy_,
     group_by_device_and_dtype,
     on_like,
+    split_groups,
     working_copies,
     zeros_moment,
 )
@@ -67,9 +68,9 @@ class Lion(MomentOptimizer):
         """One Lion step; returns the closure's loss when a closure is given."""
         loss = self._run_closure(closure)
         if compiling():  # lr, weight decay and the betas enter the graph as tensors
-            groups = compiled_split_groups(self.param_groups, self._split_group)
+            groups = compiled_split_groups(self, self._split_group)
         else:
-            groups = [self._split_group(group)[::-1] for group in self.param_groups]
+            groups = split_groups(self, self._split_group)
         with torch.no_grad():
             for work, (lr, wd, beta1, beta2) in groups:
                 if work["params"]:

@@ -37,6 +37,7 @@ from ._base import (
     foreach_axpy_,
     group_by_device_and_dtype,
     on_like,
+    split_groups,
     working_copies,
     zeros_moment,
 )
@@ -102,15 +103,11 @@ class SophiaG(MomentOptimizer):
     def step(self, closure: Callable[[], Any] | None = None, bs: int | None = None) -> Any:
         """One SophiaG step; ``bs`` overrides the groups' batch-size factor for this call."""
         loss = self._run_closure(closure)
-        for group in self.param_groups:  # every gradient is checked before any state changes
-            for p in group["params"]:
-                if p.grad is not None:
-                    dense_grad(p, "SophiaG")
         split = functools.partial(self._split_group, bs=bs)
         if compiling():  # lr, weight decay, beta1 and rho * bs enter the graph as tensors
-            groups = compiled_split_groups(self.param_groups, split)
+            groups = compiled_split_groups(self, split)
         else:
-            groups = [split(group)[::-1] for group in self.param_groups]
+            groups = split_groups(self, split)
         with torch.no_grad():
             for work, (lr, wd, beta1, factor) in groups:
                 if work["params"]:
