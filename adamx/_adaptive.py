@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import copy_back, group_by_device_and_dtype, working_copies
+from ._base import LOW_PRECISION, copy_back, group_by_device_and_dtype, working_copies
 
 # A step count so large that the kernel's bias corrections 1 - beta^step are exactly 1 in double.
 _HUGE_STEP = 1e30
@@ -297,32 +297,32 @@ def _huge_step(device: torch.device) -> torch.Tensor:
     return _HUGE_STEPS[device]
 
 
-def fused_step(
-    params, grads, exp_avgs, exp_avg_sqs, s: StepScalars, m_scale: float, v_scale: float, carry: float
-) -> tuple[float, float, float]:
-    """One step on torch's fused AdamW kernel for tensors on one device, with one moment dtype, that share
-    one (m_scale, v_scale, decay carry) (stored moments = scale * exact moments). Returns the new
-    (m_scale, v_scale, carry)."""
-    device = params[0].device
-    rounds = kernel_rounds_beta(device, exp_avgs[0].dtype)
-    kw, a, b, carry, rescale = fused_kernel_scalars(s, s.beta1, m_scale, v_scale, carry, rounds)
-    work_p, work_g, write_back = working_copies(params, grads)
-    huge = _huge_step(device)
-    for ps, gs, ms, vs in group_by_device_and_dtype([work_p, work_g, exp_avgs, exp_avg_sqs]):
+def fused_step(params, grads, states, s: StepScalars, m_scale: float, v_scale: float, carry: float) -> None:
+    """One step on torch's fused AdamW kernel for parameters that share one (m_scale, v_scale, decay carry)
+    (stored moments = scale * exact moments): one kernel call per (device, dtype), the new scales and carry
+    written into each parameter's state. No per-parameter work but list building."""
+    by_device = torch._C._group_tensors_by_device_and_dtype([params], True)
+    for (device, dtype), ((ps,), idx) in by_device.items():
+        if len(by_device) == 1:
+            gs, sts = grads, states
+        else:
+            gs, sts = [grads[i] for i in idx], [states[i] for i in idx]
+        ms, vs = [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts]
+        rounds = kernel_rounds_beta(device, ms[0].dtype)
+        kw, a, b, new_carry, rescale = fused_kernel_scalars(s, s.beta1, m_scale, v_scale, carry, rounds)
+        low = dtype in LOW_PRECISION
+        work_p = [p.float() for p in ps] if low else ps
+        if low:
+            work_g = [g.float() for g in gs]
+        else:
+            work_g = [g if g.dtype == dtype else g.to(dtype) for g in gs]
         if rescale != 1.0:
             torch._foreach_mul_(vs, rescale)  # a power of two (or 0 when v is overwritten): exact
         torch._fused_adamw_(
-            ps,
-            gs,
-            ms,
-            vs,
-            [],
-            [huge] * len(ps),
-            **kw,
-            amsgrad=False,
-            maximize=False,
-            grad_scale=None,
-            found_inf=None,
-        )
-    copy_back(write_back)
-    return a, b, carry
+            work_p, work_g, ms, vs, [], [_huge_step(device)] * len(ps), **kw,
+            amsgrad=False, maximize=False, grad_scale=None, found_inf=None,
+        )  # fmt: skip
+        if low:
+            torch._foreach_copy_(ps, work_p)
+        for st in sts:
+            st["exp_avg_scale"], st["exp_avg_sq_scale"], st["decay_carry"] = a, b, new_carry

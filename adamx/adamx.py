@@ -53,13 +53,15 @@ def _bias_correction1(t: Any, beta1: Any) -> Any:
     return 1.0 if beta1 == 0.0 else -math.expm1(t * math.log1p(beta1 - 1.0))
 
 
-_HYPER_KEYS = ("lr", "weight_decay", "betas", "eps")
+_STATIC_KEYS = ("params", "foreach", "fused", "capturable", "beta2_schedule")
 
 
 def _split_group(group: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
     """(lr, weight decay, beta1, eps): what a scheduler may change, in the order ``_device_step`` reads them;
     and the rest of the group, with beta2 (the schedule's parameter) and whether weight decay is on."""
-    static = {k: v for k, v in group.items() if k not in _HYPER_KEYS}
+    static = {
+        k: group[k] for k in _STATIC_KEYS if k in group
+    }  # not the keys schedulers add (initial_lr, max_momentum...)
     static["beta2"] = group["betas"][1]
     static["has_decay"] = group["weight_decay"] != 0
     return [group["lr"], group["weight_decay"], group["betas"][0], group["eps"]], static
@@ -170,7 +172,10 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
         work = []  # every gradient is checked before any state changes: a refused step changes nothing
         for group, hyper in groups:
             params = [p for p in group["params"] if p.grad is not None]
-            work.append((group, hyper, params, [dense_grad(p, self._label) for p in params]))
+            grads = [p.grad for p in params]
+            if any(g.is_sparse for g in grads) or any(p.is_complex() for p in params):
+                grads = [dense_grad(p, self._label) for p in params]  # raises, naming the parameter
+            work.append((group, hyper, params, grads))
         for group, hyper, params, grads in work:
             if not params:
                 continue
@@ -187,33 +192,70 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
     ) -> None:
         """Eager step: host float64 scalars per distinct step count (and moment scales on the fused path)."""
         path = self._path(group, params)
-        states = [self._state(p, group, exact_scales=path != "fused") for p in params]
-        torch._foreach_add_([st["step"] for st in states], 1.0)
-        buckets: dict[tuple, tuple[list, list, list, list, list]] = {}
-        for p, grad, state in zip(params, grads, states):
-            t = int(state["step"].item())  # a CPU tensor: no device sync
-            if path == "fused":
-                a, b = state.get("exp_avg_scale", 1.0), state.get("exp_avg_sq_scale", 1.0)
-                carry = state.get("decay_carry", 1.0)
-                key = (t, a, b, carry, p.device, state["exp_avg"].dtype)
+        fused = path == "fused"
+        states = self._states(params, group, exact_scales=not fused)
+        steps = [st["step"] for st in states]
+        torch._foreach_add_(steps, 1.0)
+        ts = [int(step.item()) for step in steps]  # CPU tensors: no device sync
+        if fused:
+            self._fused_host_step(group, params, grads, states, ts)
+            return
+        t0 = ts[0]
+        if all(t == t0 for t in ts):  # the common case: one step count, one bucket
+            buckets = {
+                t0: (params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states])
+            }
+        else:
+            buckets = {}
+            for p, grad, state, t in zip(params, grads, states, ts):
+                bucket = buckets.setdefault(t, ([], [], [], []))
+                bucket[0].append(p)
+                bucket[1].append(grad)
+                bucket[2].append(state["exp_avg"])
+                bucket[3].append(state["exp_avg_sq"])
+        run = foreach_step if path == "foreach" else single_tensor_step
+        for t, (ps, gs, ms, vs) in buckets.items():
+            run(ps, gs, ms, vs, self._scalars(group, t))
+
+    def _states(self, params: list[torch.Tensor], group: dict[str, Any], exact_scales: bool) -> list[dict]:
+        """``_state`` of every parameter, with a fast check for the state an eager step left behind."""
+        state_map, out = self.state, []
+        for p in params:
+            st = state_map[p]
+            step = st.get("step")
+            if step.__class__ is not torch.Tensor or not step.is_cpu or exact_scales:
+                st = self._state(p, group, exact_scales)
+            out.append(st)
+        return out
+
+    def _fused_host_step(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict[str, Any]],
+        ts: list[int],
+    ) -> None:
+        """The fused path: one kernel call per (step count, moment scales, decay carry, device, dtype), almost
+        always one; the scales and carry (``adamx.fused_state``) are per parameter in the state."""
+        keys = [
+            (t, st.get("exp_avg_scale", 1.0), st.get("exp_avg_sq_scale", 1.0), st.get("decay_carry", 1.0))
+            for t, st in zip(ts, states)
+        ]
+        k0 = keys[0]
+        if all(k == k0 for k in keys):
+            buckets = {k0: list(range(len(params)))}
+        else:
+            buckets = {}
+            for i, key in enumerate(keys):
+                buckets.setdefault(key, []).append(i)
+        for (t, a, b, carry), idx in buckets.items():
+            scalars = self._scalars(group, t)
+            if len(idx) == len(params):
+                ps, gs, sts = params, grads, states
             else:
-                key = (t,)
-            bucket = buckets.setdefault(key, ([], [], [], [], []))
-            bucket[0].append(p)
-            bucket[1].append(grad)
-            bucket[2].append(state["exp_avg"])
-            bucket[3].append(state["exp_avg_sq"])
-            bucket[4].append(state)
-        for key, (ps, gs, ms, vs, states) in buckets.items():
-            scalars = self._scalars(group, key[0])
-            if path == "fused":
-                a, b, carry = fused_step(ps, gs, ms, vs, scalars, key[1], key[2], key[3])
-                for state in states:
-                    state["exp_avg_scale"], state["exp_avg_sq_scale"], state["decay_carry"] = a, b, carry
-            elif path == "foreach":
-                foreach_step(ps, gs, ms, vs, scalars)
-            else:
-                single_tensor_step(ps, gs, ms, vs, scalars)
+                ps, gs, sts = [params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx]
+            fused_step(ps, gs, sts, scalars, a, b, carry)
 
     def _device_step(
         self,
