@@ -40,6 +40,7 @@ from ._base import (
     group_by_device_and_dtype,
     zeros_moment,
 )
+from .paths import check_fused, group_path
 from .state import canonical_state_dict, fill_missing_group_keys, internal_state_dict
 
 
@@ -125,14 +126,7 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
 
     @staticmethod
     def _path(group: dict[str, Any], params: list[torch.Tensor]) -> str:
-        if group["fused"]:
-            return "fused"
-        if group["foreach"]:
-            return "foreach"
-        if group["fused"] is None and group["foreach"] is None:
-            # As torch: foreach on CUDA, the per-tensor loop elsewhere (faster than foreach on CPU here).
-            return "foreach" if all(p.is_cuda for p in params) else "single"
-        return "single"
+        return group_path(group, params)
 
     def _state(self, p: torch.Tensor, group: dict[str, Any], exact_scales: bool) -> dict[str, Any]:
         """The parameter's state, created on first use; ``step`` as a tensor where the group needs it;
@@ -312,12 +306,11 @@ def _step_tensor(step: Any, p: torch.Tensor, capturable: bool) -> torch.Tensor:
     return torch.tensor(float(step), dtype=torch.float32, device=device)
 
 
-def _check_common(group: dict[str, Any]) -> None:
+def _check_common(group: dict[str, Any], label: str = "AdamX") -> None:
     check_nonnegative("lr", group["lr"])
     check_nonnegative("eps", group["eps"])
     check_nonnegative("weight_decay", group["weight_decay"])
-    if group["fused"] and group["foreach"]:
-        raise ValueError("fused=True and foreach=True cannot both be set; choose one path.")
+    check_fused(group, label)
     if not isinstance(group["capturable"], bool):
         raise ValueError(f"Invalid capturable: {group['capturable']!r}; pass True or False.")
 
@@ -362,7 +355,7 @@ class AdamX(AdaptiveMomentOptimizer):
         *,
         beta2_schedule: str = "adamx",
         foreach: bool | None = None,
-        fused: bool | None = None,
+        fused: bool | str | None = None,
         capturable: bool = False,
     ) -> None:
         defaults = dict(

@@ -52,7 +52,7 @@ class AdaX(AdaptiveMomentOptimizer):
         weight_decay: float = 0.01,
         *,
         foreach: bool | None = None,
-        fused: bool | None = None,
+        fused: bool | str | None = None,
         capturable: bool = False,
     ) -> None:
         defaults = dict(
@@ -65,7 +65,7 @@ class AdaX(AdaptiveMomentOptimizer):
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
         group["betas"] = as_betas(group["betas"])
-        _check_common(group)
+        _check_common(group, "AdaX")
         _check_adax_betas(group["betas"])
 
     def _scalars(self, group: dict[str, Any], t: int) -> StepScalars:
