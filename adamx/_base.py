@@ -117,6 +117,11 @@ class MomentOptimizer(Optimizer):
         """Validate (and normalise in place) one param group with the defaults filled in. Subclasses extend
         this with their hyperparameter checks; it raises ValueError with one sentence naming the bad value."""
         check_floating_params(group.get("params", []), type(self).__name__)
+        if group.get("maximize"):
+            raise ValueError(
+                f"{type(self).__name__} has no maximize option (a group with maximize=True would be minimised); "
+                "minimise the negated objective instead: (-objective).backward()."
+            )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's add_param_group, then the constructor's checks (a group that fails them is not added)."""

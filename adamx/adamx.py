@@ -41,7 +41,7 @@ from ._base import (
     zeros_moment,
 )
 from .paths import check_fused, group_path
-from .state import canonical_state_dict, fill_missing_group_keys, internal_state_dict
+from .state import canonical_state_dict, fill_missing_group_keys, internal_state_dict, live_state_in_place
 
 
 def _bias_correction1(t: Any, beta1: Any) -> Any:
@@ -132,6 +132,8 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
         """The parameter's state, created on first use; ``step`` as a tensor where the group needs it;
         moments divided by their scales (made exact) unless the fused kernel keeps using them."""
         state = self.state[p]
+        if "fused_exp_avg_scale" in state:  # an exported state loaded straight into self.state (ZeRO)
+            live_state_in_place(state)
         if len(state) == 0:
             state["step"] = _step_tensor(0, p, group["capturable"])
             state["exp_avg"] = zeros_moment(p)
@@ -217,7 +219,7 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
         for p in params:
             st = state_map[p]
             step = st.get("step")
-            if step.__class__ is not torch.Tensor or not step.is_cpu or exact_scales:
+            if step.__class__ is not torch.Tensor or not step.is_cpu or exact_scales or "fused_exp_avg" in st:
                 st = self._state(p, group, exact_scales)
             out.append(st)
         return out

@@ -33,11 +33,16 @@ def check_fused(group: dict[str, Any], optimizer_name: str) -> None:
         raise ValueError("fused=True and foreach=True cannot both be set; choose one path.")
     if fused is True:
         for p in group.get("params", []):
-            if p.device.type not in FUSED_DEVICES or p.dtype not in FUSED_DTYPES:
+            if p.device.type not in FUSED_DEVICES:
                 raise ValueError(
                     f"{optimizer_name}(fused=True) runs torch's fused kernel, which has no {p.device.type} "
-                    f"{p.dtype} implementation (a parameter of shape {tuple(p.shape)}); move the model to CPU or "
-                    "CUDA first, or pass fused='auto' (fused where supported, foreach elsewhere)."
+                    f"implementation (a parameter of shape {tuple(p.shape)} is on {p.device.type}); move the model "
+                    "to CPU or CUDA first, or pass fused='auto' (fused where supported, foreach elsewhere)."
+                )
+            if p.dtype not in FUSED_DTYPES:
+                raise ValueError(
+                    f"{optimizer_name}(fused=True) runs torch's fused kernel, which has no {p.dtype} "
+                    f"implementation (a parameter of shape {tuple(p.shape)}); pass fused='auto' or foreach=True."
                 )
 
 

@@ -87,15 +87,32 @@ def internal_state(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def canonical_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """``Optimizer.state_dict()``'s output with every parameter state in the canonical layout."""
-    state = {key: canonical_state(value) for key, value in state_dict["state"].items()}
+    """``Optimizer.state_dict()``'s output with every parameter state in the canonical layout. An entry that
+    is not a parameter's state dict (``opt.state["note"] = 1``, as torch's state_dict pre-hook test writes)
+    passes through unchanged, as in torch."""
+    state = {
+        key: canonical_state(value) if isinstance(value, dict) else value
+        for key, value in state_dict["state"].items()
+    }
     return {**state_dict, "state": state}
 
 
 def internal_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     """A saved state_dict with every parameter state in the live layout, ready for torch's loader."""
-    state = {key: internal_state(value) for key, value in state_dict["state"].items()}
+    state = {
+        key: internal_state(value) if isinstance(value, dict) else value
+        for key, value in state_dict["state"].items()
+    }
     return {**state_dict, "state": state}
+
+
+def live_state_in_place(state: dict[str, Any]) -> None:
+    """Turn an exported state written straight into ``optimizer.state`` (ZeroRedundancyOptimizer's
+    ``load_state_dict`` does that) into the live layout in place: the scaled ``fused_*`` moments and their
+    scales come back (a bit-identical continuation) and no ``fused_*`` entry stays behind."""
+    live = internal_state(state)
+    state.clear()
+    state.update(live)
 
 
 def fill_missing_group_keys(optimizer: torch.optim.Optimizer, optional: dict[str, Any]) -> None:
