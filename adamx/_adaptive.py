@@ -13,11 +13,14 @@ cannot hold 1 - 1e-7: ``accumulating_beta2`` keeps v's decay exact on the host i
 keeps the weight decay exact; what remains is float32 rounding of the accumulated v, which late in an AdamX
 run drifts by ~5e-9 relative per step (foreach/single: ~1e-5 in total, no drift).
 
-Compiled and capturable steps (``*_device_step``) take the step-dependent scalars as 0-d tensors, one per
-parameter, computed on the device from the ``step`` tensors: no host value enters the graph, so Dynamo
-guards on nothing that changes per step and a CUDA graph can replay the step. They do the same float32
-arithmetic as the host-scalar paths (the scalars are rounded to the moment dtype, as the host floats are).
-The fused kernel cannot take them (its betas are host floats), so a fused group runs this foreach math there.
+Three update-rule functions, as torch's adamw.py: ``single_tensor_step``, ``foreach_step`` and
+``fused_step``. Compiled and capturable steps are a branch inside the first two (``DeviceScalars``): the
+step-dependent scalars are 0-d tensors, one per parameter, computed on the device from the ``step`` tensors,
+and under torch.compile lr, weight decay and beta1 are tensors too, so Dynamo guards on nothing a step or a
+scheduler changes and a CUDA graph can replay the step. They agree with the host-scalar branch to float32
+rounding, not bit for bit (v + w (g^2 - v) and m / (sqrt(v) + eps) * (-step) as separate ops instead of lerp_
+and addcdiv_; docs/benchmarks.md, issue 23). The fused kernel cannot take tensor betas (its betas are host
+floats), so a fused group runs the foreach branch there.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ._base import LOW_PRECISION, copy_back, group_by_device_and_dtype, working_copies
+from .state import set_fused_state
 
 # A step count so large that the kernel's bias corrections 1 - beta^step are exactly 1 in double.
 _HUGE_STEP = 1e30
@@ -62,28 +66,6 @@ def _round_f32(x: float) -> float:
     return struct.unpack("f", struct.pack("f", x))[0]
 
 
-# ---- single tensor ------------------------------------------------------------------------------------
-
-
-def single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars | DeviceScalars) -> None:
-    """The rule one tensor at a time; ``DeviceScalars`` (compiled or capturable) keep every per-step value on
-    the device."""
-    work_p, work_g, write_back = working_copies(params, grads)
-    if isinstance(s, DeviceScalars):
-        _device_single_tensor_step(work_p, work_g, exp_avgs, exp_avg_sqs, s)
-        copy_back(write_back)
-        return
-    for p, g, m, v in zip(work_p, work_g, exp_avgs, exp_avg_sqs):
-        if s.decay != 1.0:
-            p.add_(
-                p, alpha=s.decay - 1.0
-            )  # one rounding of theta * decay (mul_ would round decay to float32)
-        m.lerp_(g, 1.0 - s.beta1)
-        v.lerp_(g * g, s.w)
-        p.addcdiv_(m, v.sqrt().add_(s.eps), value=-s.step_size)
-    copy_back(write_back)
-
-
 @dataclass(frozen=True)
 class DeviceScalars:
     """Per-step scalars for the compiled/capturable paths. ``w``, ``neg_step_size`` and ``eps`` are 0-d tensors
@@ -109,33 +91,29 @@ def _decay_(params: list[torch.Tensor], decay_minus_one: float | torch.Tensor | 
         torch._foreach_add_(params, params, alpha=decay_minus_one)
 
 
-def _device_single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
-    _decay_(params, s.decay_minus_one)
-    for p, g, m, v, w, nss, eps in zip(params, grads, exp_avgs, exp_avg_sqs, s.w, s.neg_step_size, s.eps):
-        m.lerp_(g, s.one_minus_beta1)
-        v.add_((g * g).sub_(v).mul_(w))  # lerp(v, g^2, w), spelled so that inductor fuses it
-        p.add_(m.div(v.sqrt().add_(eps)).mul_(nss))
+# ---- single tensor ------------------------------------------------------------------------------------
 
 
-def _device_foreach_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
-    _decay_(params, s.decay_minus_one)
-    if isinstance(s.one_minus_beta1, torch.Tensor):  # m <- m + (1 - beta1)(g - m), lerp's formula for w < 0.5
-        delta = torch._foreach_sub(grads, exp_avgs)
-        torch._foreach_mul_(delta, s.one_minus_beta1)
-        torch._foreach_add_(exp_avgs, delta)
+def single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars | DeviceScalars) -> None:
+    """The rule one tensor at a time. Host ``StepScalars`` (eager) or ``DeviceScalars`` (compiled or
+    capturable: every per-step value stays on the device), as torch's ``capturable`` branch."""
+    work_p, work_g, write_back = working_copies(params, grads)
+    if isinstance(s, DeviceScalars):
+        _decay_(work_p, s.decay_minus_one)
+        for p, g, m, v, w, nss, eps in zip(
+            work_p, work_g, exp_avgs, exp_avg_sqs, s.w, s.neg_step_size, s.eps
+        ):
+            m.lerp_(g, s.one_minus_beta1)
+            v.add_((g * g).sub_(v).mul_(w))  # lerp(v, g^2, w), spelled so that inductor fuses it
+            p.add_(m.div(v.sqrt().add_(eps)).mul_(nss))
     else:
-        torch._foreach_lerp_(exp_avgs, grads, s.one_minus_beta1)
-    # v <- lerp(v, g^2, w) as v + w (g^2 - v): inductor has no lowering for _foreach_lerp_ with tensor weights
-    # (it would run that op unfused, between two kernels); for w < 0.5 this is lerp's own formula
-    delta = torch._foreach_mul(grads, grads)
-    torch._foreach_sub_(delta, exp_avg_sqs)
-    torch._foreach_mul_(delta, s.w)
-    torch._foreach_add_(exp_avg_sqs, delta)
-    denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_add_(denom, s.eps)
-    update = torch._foreach_div(exp_avgs, denom)
-    torch._foreach_mul_(update, s.neg_step_size)
-    torch._foreach_add_(params, update)
+        for p, g, m, v in zip(work_p, work_g, exp_avgs, exp_avg_sqs):
+            if s.decay != 1.0:  # one rounding of theta * decay (mul_ would round decay to float32)
+                p.add_(p, alpha=s.decay - 1.0)
+            m.lerp_(g, 1.0 - s.beta1)
+            v.lerp_(g * g, s.w)
+            p.addcdiv_(m, v.sqrt().add_(s.eps), value=-s.step_size)
+    copy_back(write_back)
 
 
 # ---- foreach ------------------------------------------------------------------------------------------
@@ -158,11 +136,31 @@ def _chunks(lists: list[list[torch.Tensor]]):
 
 
 def foreach_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars | DeviceScalars) -> None:
-    """The rule on foreach kernels; ``DeviceScalars`` (compiled or capturable) keep every per-step value on
-    the device (the caller has bucketed by device and dtype)."""
+    """The rule on foreach kernels. Host ``StepScalars`` (eager) or ``DeviceScalars`` (compiled or capturable:
+    every per-step value stays on the device; the caller has bucketed by device and dtype)."""
     work_p, work_g, write_back = working_copies(params, grads)
     if isinstance(s, DeviceScalars):
-        _device_foreach_step(work_p, work_g, exp_avgs, exp_avg_sqs, s)
+        ps, gs, ms, vs = work_p, work_g, exp_avgs, exp_avg_sqs
+        _decay_(ps, s.decay_minus_one)
+        if isinstance(
+            s.one_minus_beta1, torch.Tensor
+        ):  # m <- m + (1 - beta1)(g - m): lerp's formula, w < 0.5
+            delta = torch._foreach_sub(gs, ms)
+            torch._foreach_mul_(delta, s.one_minus_beta1)
+            torch._foreach_add_(ms, delta)
+        else:
+            torch._foreach_lerp_(ms, gs, s.one_minus_beta1)
+        # v <- lerp(v, g^2, w) as v + w (g^2 - v): inductor has no lowering for _foreach_lerp_ with tensor
+        # weights (it would run that op unfused, between two kernels); for w < 0.5 this is lerp's own formula
+        delta = torch._foreach_mul(gs, gs)
+        torch._foreach_sub_(delta, vs)
+        torch._foreach_mul_(delta, s.w)
+        torch._foreach_add_(vs, delta)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_add_(denom, s.eps)
+        update = torch._foreach_div(ms, denom)
+        torch._foreach_mul_(update, s.neg_step_size)
+        torch._foreach_add_(ps, update)
         copy_back(write_back)
         return
     for bucket in group_by_device_and_dtype([work_p, work_g, exp_avgs, exp_avg_sqs]):
@@ -324,5 +322,4 @@ def fused_step(params, grads, states, s: StepScalars, m_scale: float, v_scale: f
         )  # fmt: skip
         if low:
             torch._foreach_copy_(ps, work_p)
-        for st in sts:
-            st["exp_avg_scale"], st["exp_avg_sq_scale"], st["decay_carry"] = a, b, new_carry
+        set_fused_state(sts, a, b, new_carry)

@@ -112,6 +112,17 @@ class MomentOptimizer(Optimizer):
     """
 
     _moment_keys: tuple[str, ...] = ()
+    # The one mechanism for param-group defaults: keys a saved state_dict (an older adamx, lion-pytorch, the
+    # authors' code) may lack -> the class default, used only when the optimizer's own defaults lack it too.
+    _optional_group_keys: dict[str, Any] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        fill_missing_group_keys(self, self._optional_group_keys)
+
+    def _with_defaults(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved param group as loading would complete it (its params left out), for checking first."""
+        return {**self._optional_group_keys, **self.defaults, **saved, "params": []}
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Validate (and normalise in place) one param group with the defaults filled in. Subclasses extend
@@ -209,6 +220,16 @@ def foreach_axpy_(xs: list[torch.Tensor], ys: list[torch.Tensor], a: float | tor
 def axpy_(x: torch.Tensor, y: torch.Tensor, a: float | torch.Tensor) -> torch.Tensor:
     """x += a * y, for a host float or a 0-d tensor; returns x."""
     return x.add_(y * a) if isinstance(a, torch.Tensor) else x.add_(y, alpha=a)
+
+
+def fill_missing_group_keys(optimizer: Optimizer, optional: dict[str, Any]) -> None:
+    """Give every param group the ``optional`` keys it lacks (a state_dict from an older adamx or another
+    library): the value this optimizer was constructed with, else, for a pickle whose defaults lack it too,
+    the class default in ``optional``. Called from ``__setstate__``, as torch's optimizers do."""
+    for key, default in optional.items():
+        value = optimizer.defaults.setdefault(key, default)
+        for group in optimizer.param_groups:
+            group.setdefault(key, value)
 
 
 def group_by_device_and_dtype(tensorlists: list[list[torch.Tensor]]) -> Iterable[list[list[torch.Tensor]]]:

@@ -41,7 +41,14 @@ from ._base import (
     zeros_moment,
 )
 from .paths import check_fused, group_path
-from .state import canonical_state_dict, fill_missing_group_keys, internal_state_dict, live_state_in_place
+from .state import (
+    canonical_state_dict,
+    fused_key,
+    init_fused_state,
+    internal_state_dict,
+    live_state_in_place,
+    make_exact,
+)
 
 
 def _bias_correction1(t: Any, beta1: Any) -> Any:
@@ -96,17 +103,9 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
         0-d float64 tensors on t's device."""
         raise NotImplementedError
 
-    def _fill_group(self, group: dict[str, Any]) -> None:
-        """Defaults for keys that state_dicts of older versions lack."""
-        group.setdefault("foreach", None)
-        group.setdefault("fused", None)
-        group.setdefault("capturable", False)
-
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        fill_missing_group_keys(self, self._optional_group_keys)  # issue 17: the constructor's values
+        super().__setstate__(state)  # fills missing group keys (issue 17: the constructor's values)
         for group in self.param_groups:
-            self._fill_group(group)
             for p in group["params"]:
                 st = self.state.get(p)
                 if st and "step" in st:
@@ -119,9 +118,7 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for saved in state_dict["param_groups"]:  # a bad value names itself before anything is loaded
-            group = {**self.defaults, **saved, "params": []}
-            self._fill_group(group)
-            self._check_group(group)
+            self._check_group(self._with_defaults(saved))
         super().load_state_dict(internal_state_dict(state_dict))
 
     @staticmethod
@@ -138,18 +135,13 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
             state["step"] = _step_tensor(0, p, group["capturable"])
             state["exp_avg"] = zeros_moment(p)
             state["exp_avg_sq"] = zeros_moment(p)
-            state["exp_avg_scale"] = 1.0
-            state["exp_avg_sq_scale"] = 1.0
-            state["decay_carry"] = 1.0
+            init_fused_state(state)
         step = state["step"]
         on_device = group["capturable"]
         if not isinstance(step, torch.Tensor) or step.device != (p.device if on_device else _CPU):
             state["step"] = _step_tensor(step, p, on_device)
-        a, b = state.get("exp_avg_scale", 1.0), state.get("exp_avg_sq_scale", 1.0)
-        if exact_scales and (a != 1.0 or b != 1.0):
-            state["exp_avg"].div_(a)
-            state["exp_avg_sq"].div_(b)
-            state["exp_avg_scale"] = state["exp_avg_sq_scale"] = 1.0
+        if exact_scales:
+            make_exact(state)
         return state
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -234,10 +226,7 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
     ) -> None:
         """The fused path: one kernel call per (step count, moment scales, decay carry, device, dtype), almost
         always one; the scales and carry (``adamx.fused_state``) are per parameter in the state."""
-        keys = [
-            (t, st.get("exp_avg_scale", 1.0), st.get("exp_avg_sq_scale", 1.0), st.get("decay_carry", 1.0))
-            for t, st in zip(ts, states)
-        ]
+        keys = [(t, *fused_key(st)) for t, st in zip(ts, states)]
         k0 = keys[0]
         if all(k == k0 for k in keys):
             buckets = {k0: list(range(len(params)))}
@@ -366,10 +355,6 @@ class AdamX(AdaptiveMomentOptimizer):
         )  # fmt: skip
         self._check_group(defaults)  # also makes betas a tuple
         super().__init__(params, defaults)
-
-    def _fill_group(self, group: dict[str, Any]) -> None:
-        super()._fill_group(group)
-        group.setdefault("beta2_schedule", self.defaults.get("beta2_schedule", "adamx"))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)

@@ -31,7 +31,6 @@ from ._base import (
     working_copies,
     zeros_moment,
 )
-from .state import fill_missing_group_keys
 
 
 class Lion(MomentOptimizer):
@@ -59,10 +58,6 @@ class Lion(MomentOptimizer):
         super()._check_group(group)
         group["betas"] = as_betas(group["betas"])
         _check(group["lr"], group["betas"], group["weight_decay"])
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        fill_missing_group_keys(self, self._optional_group_keys)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One Lion step; returns the closure's loss when a closure is given."""

@@ -41,7 +41,6 @@ from ._base import (
     working_copies,
     zeros_moment,
 )
-from .state import fill_missing_group_keys
 
 _HESSIAN_EPS = 1e-15
 
@@ -74,10 +73,6 @@ class SophiaG(MomentOptimizer):
         super()._check_group(group)
         group["betas"] = as_betas(group["betas"])
         _check(group)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        fill_missing_group_keys(self, self._optional_group_keys)
 
     def _state(self, p: torch.Tensor) -> dict[str, Any]:
         state = self.state[p]
