@@ -323,10 +323,13 @@ class AdamX(AdaptiveMomentOptimizer):
             both are exact to float32 rounding. ``fused=True`` (3-4x faster on CPU) runs torch's fused
             AdamW kernel with adjusted scalars (see ``adamx._adaptive``); late in long runs its float32 v
             drifts by ~5e-9 relative per step (2.7e-5 after 5,000 steps at t = 60k) where foreach stays ~1e-5.
+            ``fused="auto"`` (the registry's default): fused where every parameter is on CPU or CUDA in a float
+            dtype, foreach elsewhere; an explicit ``foreach`` beside it wins (``adamx.paths``).
         capturable: keep ``step`` on the parameter's device and compute every per-step scalar there (no host
             sync), as torch's ``capturable``: the step can be captured in a CUDA graph. Works on any device.
-            Under ``torch.compile`` the step does this whatever the flag; a fused group then runs the foreach
-            math (torch's fused kernel takes its betas as host floats).
+            Under ``torch.compile`` the step does this whatever the flag, and lr, weight decay, beta1 and eps
+            enter the graph as tensors (schedulers neither recompile nor drift); a fused group then runs the
+            foreach math (torch's fused kernel takes its betas as host floats).
     """
 
     _optional_group_keys = {
