@@ -225,7 +225,7 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
         ts: list[int],
     ) -> None:
         """The fused path: one kernel call per (step count, moment scales, decay carry, device, dtype), almost
-        always one; the scales and carry (``adamx.fused_state``) are per parameter in the state."""
+        always one; the scales and carry (``adamx.state``) are per parameter in the state."""
         keys = [(t, *fused_key(st)) for t, st in zip(ts, states)]
         k0 = keys[0]
         if all(k == k0 for k in keys):
