@@ -6,6 +6,7 @@ from .adax import AdaX
 from .convert import convert_state_dict
 from .lion import Lion
 from .param_groups import decay_param_groups
+from .paths import active_path, fused_supported
 from .registry import OPTIMIZERS, create_optimizer
 from .schedules import register_beta2_schedule
 from .sophia import SophiaG, gnb_hessian_update, sampled_cross_entropy
@@ -15,6 +16,8 @@ __all__ = [
     "AdaX",
     "AdamX",
     "Lion",
+    "active_path",
+    "fused_supported",
     "SophiaG",
     "convert_state_dict",
     "create_optimizer",

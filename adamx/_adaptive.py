@@ -13,11 +13,14 @@ cannot hold 1 - 1e-7: ``accumulating_beta2`` keeps v's decay exact on the host i
 keeps the weight decay exact; what remains is float32 rounding of the accumulated v, which late in an AdamX
 run drifts by ~5e-9 relative per step (foreach/single: ~1e-5 in total, no drift).
 
-Compiled and capturable steps (``*_device_step``) take the step-dependent scalars as 0-d tensors, one per
-parameter, computed on the device from the ``step`` tensors: no host value enters the graph, so Dynamo
-guards on nothing that changes per step and a CUDA graph can replay the step. They do the same float32
-arithmetic as the host-scalar paths (the scalars are rounded to the moment dtype, as the host floats are).
-The fused kernel cannot take them (its betas are host floats), so a fused group runs this foreach math there.
+Three update-rule functions, as torch's adamw.py: ``single_tensor_step``, ``foreach_step`` and
+``fused_step``. Compiled and capturable steps are a branch inside the first two (``DeviceScalars``): the
+step-dependent scalars are 0-d tensors, one per parameter, computed on the device from the ``step`` tensors,
+and under torch.compile lr, weight decay and beta1 are tensors too, so Dynamo guards on nothing a step or a
+scheduler changes and a CUDA graph can replay the step. They agree with the host-scalar branch to float32
+rounding, not bit for bit (v + w (g^2 - v) and m / (sqrt(v) + eps) * (-step) as separate ops instead of lerp_
+and addcdiv_; docs/benchmarks.md, issue 23). The fused kernel cannot take tensor betas (its betas are host
+floats), so a fused group runs the foreach branch there.
 """
 
 from __future__ import annotations
@@ -28,12 +31,24 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import copy_back, group_by_device_and_dtype, working_copies
+from ._base import LOW_PRECISION, copy_back, group_by_device_and_dtype, working_copies
+from .state import set_fused_state
 
 # A step count so large that the kernel's bias corrections 1 - beta^step are exactly 1 in double.
 _HUGE_STEP = 1e30
-# Below this, 1 - x rounds too close to 1 in double for the kernel's bias correction; see fused_kernel_scalars.
+# Below this, 1 - x rounds too close to 1 in double for the kernel's bias correction; see kernel_beta.
 _MIN_KERNEL_WEIGHT = 1e-15
+
+
+def kernel_beta(x: float) -> float:
+    """The beta handed to torch's fused kernel for an EMA weight x = 1 - beta, on every device and dtype.
+
+    The kernel divides by its bias correction 1 - beta^step (step = 1e30 here, meant to make it 1). Once x falls
+    below 2^-54 (AdamX's 1 - beta2_hat_t does: from t = 3,121 with beta2 = 0.9, 280,834 with 0.99), 1 - x is
+    1.0 in double, the correction is 0 and the update inf/inf or 0/0: the step freezes and entries with v = 0
+    become NaN. The floor keeps 1 - x < 1 (pow(1 - 1e-15, 1e30) = 0, correction 1); the weight it adds,
+    <= 1e-15 g^2, is below float32's resolution of v (and float64's unless g^2 > 0.1 v)."""
+    return 1.0 - max(x, _MIN_KERNEL_WEIGHT)
 
 
 @dataclass(frozen=True)
@@ -51,61 +66,53 @@ def _round_f32(x: float) -> float:
     return struct.unpack("f", struct.pack("f", x))[0]
 
 
-# ---- single tensor ------------------------------------------------------------------------------------
-
-
-def single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars) -> None:
-    work_p, work_g, write_back = working_copies(params, grads)
-    for p, g, m, v in zip(work_p, work_g, exp_avgs, exp_avg_sqs):
-        if s.decay != 1.0:
-            p.add_(
-                p, alpha=s.decay - 1.0
-            )  # one rounding of theta * decay (mul_ would round decay to float32)
-        m.lerp_(g, 1.0 - s.beta1)
-        v.lerp_(g * g, s.w)
-        p.addcdiv_(m, v.sqrt().add_(s.eps), value=-s.step_size)
-    copy_back(write_back)
-
-
 @dataclass(frozen=True)
 class DeviceScalars:
-    """Per-step scalars for the compiled/capturable paths: 0-d tensors of the moments' dtype on the
-    parameters' device, one per parameter (parameters may be at different steps)."""
+    """Per-step scalars for the compiled/capturable paths. ``w``, ``neg_step_size`` and ``eps`` are 0-d tensors
+    of the moments' dtype on the parameters' device, one per parameter (parameters may be at different steps).
+    ``decay_minus_one`` (None without weight decay) and ``one_minus_beta1`` are 0-d tensors under
+    ``torch.compile`` (graph inputs: a scheduler changing lr or beta1 neither recompiles nor is ignored) and host
+    floats in eager capturable steps (a CUDA graph then replays the values it was captured with, as torch's)."""
 
-    decay: float  # 1 - lr * weight_decay (host float: lr and weight_decay are fixed within a compiled step)
-    beta1: float
+    decay_minus_one: float | torch.Tensor | None  # (1 - lr * weight_decay) - 1
+    one_minus_beta1: float | torch.Tensor
     w: list[torch.Tensor]
     neg_step_size: list[torch.Tensor]
     eps: list[torch.Tensor]
 
 
-def single_tensor_device_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
-    work_p, work_g, write_back = working_copies(params, grads)
-    for p, g, m, v, w, nss, eps in zip(work_p, work_g, exp_avgs, exp_avg_sqs, s.w, s.neg_step_size, s.eps):
-        if s.decay != 1.0:
-            p.add_(p, alpha=s.decay - 1.0)
-        m.lerp_(g, 1.0 - s.beta1)
-        v.add_((g * g).sub_(v).mul_(w))  # lerp(v, g^2, w), spelled so that inductor fuses it
-        p.add_(m.div(v.sqrt().add_(eps)).mul_(nss))
-    copy_back(write_back)
+def _decay_(params: list[torch.Tensor], decay_minus_one: float | torch.Tensor | None) -> None:
+    """theta <- theta + (decay - 1) theta: one rounding of theta * decay (mul_ would round decay to float32)."""
+    if decay_minus_one is None:
+        return
+    if isinstance(decay_minus_one, torch.Tensor):
+        torch._foreach_add_(params, torch._foreach_mul(params, decay_minus_one))
+    else:
+        torch._foreach_add_(params, params, alpha=decay_minus_one)
 
 
-def foreach_device_step(params, grads, exp_avgs, exp_avg_sqs, s: DeviceScalars) -> None:
+# ---- single tensor ------------------------------------------------------------------------------------
+
+
+def single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars | DeviceScalars) -> None:
+    """The rule one tensor at a time. Host ``StepScalars`` (eager) or ``DeviceScalars`` (compiled or
+    capturable: every per-step value stays on the device), as torch's ``capturable`` branch."""
     work_p, work_g, write_back = working_copies(params, grads)
-    if s.decay != 1.0:
-        torch._foreach_add_(work_p, work_p, alpha=s.decay - 1.0)
-    torch._foreach_lerp_(exp_avgs, work_g, 1.0 - s.beta1)
-    # v <- lerp(v, g^2, w) as v + w (g^2 - v): inductor has no lowering for _foreach_lerp_ with tensor weights
-    # (it would run that op unfused, between two kernels); for w < 0.5 this is lerp's own formula
-    delta = torch._foreach_mul(work_g, work_g)
-    torch._foreach_sub_(delta, exp_avg_sqs)
-    torch._foreach_mul_(delta, s.w)
-    torch._foreach_add_(exp_avg_sqs, delta)
-    denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_add_(denom, s.eps)
-    update = torch._foreach_div(exp_avgs, denom)
-    torch._foreach_mul_(update, s.neg_step_size)
-    torch._foreach_add_(work_p, update)
+    if isinstance(s, DeviceScalars):
+        _decay_(work_p, s.decay_minus_one)
+        for p, g, m, v, w, nss, eps in zip(
+            work_p, work_g, exp_avgs, exp_avg_sqs, s.w, s.neg_step_size, s.eps
+        ):
+            m.lerp_(g, s.one_minus_beta1)
+            v.add_((g * g).sub_(v).mul_(w))  # lerp(v, g^2, w), spelled so that inductor fuses it
+            p.add_(m.div(v.sqrt().add_(eps)).mul_(nss))
+    else:
+        for p, g, m, v in zip(work_p, work_g, exp_avgs, exp_avg_sqs):
+            if s.decay != 1.0:  # one rounding of theta * decay (mul_ would round decay to float32)
+                p.add_(p, alpha=s.decay - 1.0)
+            m.lerp_(g, 1.0 - s.beta1)
+            v.lerp_(g * g, s.w)
+            p.addcdiv_(m, v.sqrt().add_(s.eps), value=-s.step_size)
     copy_back(write_back)
 
 
@@ -128,8 +135,34 @@ def _chunks(lists: list[list[torch.Tensor]]):
         yield [lst[start:] for lst in lists]
 
 
-def foreach_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars) -> None:
+def foreach_step(params, grads, exp_avgs, exp_avg_sqs, s: StepScalars | DeviceScalars) -> None:
+    """The rule on foreach kernels. Host ``StepScalars`` (eager) or ``DeviceScalars`` (compiled or capturable:
+    every per-step value stays on the device; the caller has bucketed by device and dtype)."""
     work_p, work_g, write_back = working_copies(params, grads)
+    if isinstance(s, DeviceScalars):
+        ps, gs, ms, vs = work_p, work_g, exp_avgs, exp_avg_sqs
+        _decay_(ps, s.decay_minus_one)
+        if isinstance(
+            s.one_minus_beta1, torch.Tensor
+        ):  # m <- m + (1 - beta1)(g - m): lerp's formula, w < 0.5
+            delta = torch._foreach_sub(gs, ms)
+            torch._foreach_mul_(delta, s.one_minus_beta1)
+            torch._foreach_add_(ms, delta)
+        else:
+            torch._foreach_lerp_(ms, gs, s.one_minus_beta1)
+        # v <- lerp(v, g^2, w) as v + w (g^2 - v): inductor has no lowering for _foreach_lerp_ with tensor
+        # weights (it would run that op unfused, between two kernels); for w < 0.5 this is lerp's own formula
+        delta = torch._foreach_mul(gs, gs)
+        torch._foreach_sub_(delta, vs)
+        torch._foreach_mul_(delta, s.w)
+        torch._foreach_add_(vs, delta)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_add_(denom, s.eps)
+        update = torch._foreach_div(ms, denom)
+        torch._foreach_mul_(update, s.neg_step_size)
+        torch._foreach_add_(ps, update)
+        copy_back(write_back)
+        return
     for bucket in group_by_device_and_dtype([work_p, work_g, exp_avgs, exp_avg_sqs]):
         for ps, gs, ms, vs in _chunks(bucket) if bucket[0][0].device.type == "cpu" else [bucket]:
             if s.decay != 1.0:
@@ -186,14 +219,14 @@ def tracked_ema_beta(decay: float, weight: float, scale: float, rounds: bool) ->
     """
     if decay == 0.0:  # the moment is overwritten: x = y
         return 0.0, 1.0
-    x = max(scale * weight, _MIN_KERNEL_WEIGHT)
-    d = _round_f32(1.0 - x) if rounds else 1.0 - x
+    beta = kernel_beta(scale * weight)
+    d = _round_f32(beta) if rounds else beta
     new_scale = d * scale / decay
-    x2 = max(new_scale * weight, _MIN_KERNEL_WEIGHT)
-    d2 = _round_f32(1.0 - x2) if rounds else 1.0 - x2
+    beta2 = kernel_beta(new_scale * weight)
+    d2 = _round_f32(beta2) if rounds else beta2
     if d2 == d:  # a self-consistent choice: C matches the new scale to the last bit we can control
-        return 1.0 - x2, new_scale
-    return 1.0 - x, new_scale
+        return beta2, new_scale
+    return beta, new_scale
 
 
 # x >= 2^-28 keeps the double 1 - (1 - x) the kernel forms within 3e-8 of x.
@@ -223,7 +256,7 @@ def accumulating_beta2(w: float, scale: float) -> tuple[float, float, float]:
         rescale = 2.0 ** math.floor(math.log2(rescale))
         new_scale *= rescale
         x = new_scale * w
-    return 1.0 - max(x, _MIN_KERNEL_WEIGHT), new_scale, rescale
+    return kernel_beta(x), new_scale, rescale
 
 
 def fused_kernel_scalars(
@@ -238,7 +271,7 @@ def fused_kernel_scalars(
     if rounds:
         beta2_k, b, rescale = accumulating_beta2(s.w, v_scale)
     else:  # a kernel that multiplies in double needs no tricks
-        beta2_k, b, rescale = 1.0 - s.w, 1.0, 1.0 / v_scale if v_scale != 1.0 else 1.0
+        beta2_k, b, rescale = kernel_beta(s.w), 1.0, 1.0 / v_scale if v_scale != 1.0 else 1.0
     sqrt_b = math.sqrt(b)
     lr_k = s.step_size * sqrt_b / a
     # The kernel multiplies theta by float32(1 - lr_k wd_k); ``carry`` = exact / applied cumulative decay, so
@@ -262,32 +295,31 @@ def _huge_step(device: torch.device) -> torch.Tensor:
     return _HUGE_STEPS[device]
 
 
-def fused_step(
-    params, grads, exp_avgs, exp_avg_sqs, s: StepScalars, m_scale: float, v_scale: float, carry: float
-) -> tuple[float, float, float]:
-    """One step on torch's fused AdamW kernel for tensors on one device, with one moment dtype, that share
-    one (m_scale, v_scale, decay carry) (stored moments = scale * exact moments). Returns the new
-    (m_scale, v_scale, carry)."""
-    device = params[0].device
-    rounds = kernel_rounds_beta(device, exp_avgs[0].dtype)
-    kw, a, b, carry, rescale = fused_kernel_scalars(s, s.beta1, m_scale, v_scale, carry, rounds)
-    work_p, work_g, write_back = working_copies(params, grads)
-    huge = _huge_step(device)
-    for ps, gs, ms, vs in group_by_device_and_dtype([work_p, work_g, exp_avgs, exp_avg_sqs]):
+def fused_step(params, grads, states, s: StepScalars, m_scale: float, v_scale: float, carry: float) -> None:
+    """One step on torch's fused AdamW kernel for parameters that share one (m_scale, v_scale, decay carry)
+    (stored moments = scale * exact moments): one kernel call per (device, dtype), the new scales and carry
+    written into each parameter's state. No per-parameter work but list building."""
+    by_device = torch._C._group_tensors_by_device_and_dtype([params], True)
+    for (device, dtype), ((ps,), idx) in by_device.items():
+        if len(by_device) == 1:
+            gs, sts = grads, states
+        else:
+            gs, sts = [grads[i] for i in idx], [states[i] for i in idx]
+        ms, vs = [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts]
+        rounds = kernel_rounds_beta(device, ms[0].dtype)
+        kw, a, b, new_carry, rescale = fused_kernel_scalars(s, s.beta1, m_scale, v_scale, carry, rounds)
+        low = dtype in LOW_PRECISION
+        work_p = [p.float() for p in ps] if low else ps
+        if low:
+            work_g = [g.float() for g in gs]
+        else:
+            work_g = [g if g.dtype == dtype else g.to(dtype) for g in gs]
         if rescale != 1.0:
             torch._foreach_mul_(vs, rescale)  # a power of two (or 0 when v is overwritten): exact
         torch._fused_adamw_(
-            ps,
-            gs,
-            ms,
-            vs,
-            [],
-            [huge] * len(ps),
-            **kw,
-            amsgrad=False,
-            maximize=False,
-            grad_scale=None,
-            found_inf=None,
-        )
-    copy_back(write_back)
-    return a, b, carry
+            work_p, work_g, ms, vs, [], [_huge_step(device)] * len(ps), **kw,
+            amsgrad=False, maximize=False, grad_scale=None, found_inf=None,
+        )  # fmt: skip
+        if low:
+            torch._foreach_copy_(ps, work_p)
+        set_fused_state(sts, a, b, new_carry)

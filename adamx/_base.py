@@ -112,11 +112,27 @@ class MomentOptimizer(Optimizer):
     """
 
     _moment_keys: tuple[str, ...] = ()
+    # The one mechanism for param-group defaults: keys a saved state_dict (an older adamx, lion-pytorch, the
+    # authors' code) may lack -> the class default, used only when the optimizer's own defaults lack it too.
+    _optional_group_keys: dict[str, Any] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        fill_missing_group_keys(self, self._optional_group_keys)
+
+    def _with_defaults(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved param group as loading would complete it (its params left out), for checking first."""
+        return {**self._optional_group_keys, **self.defaults, **saved, "params": []}
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Validate (and normalise in place) one param group with the defaults filled in. Subclasses extend
         this with their hyperparameter checks; it raises ValueError with one sentence naming the bad value."""
         check_floating_params(group.get("params", []), type(self).__name__)
+        if group.get("maximize"):
+            raise ValueError(
+                f"{type(self).__name__} has no maximize option (a group with maximize=True would be minimised); "
+                "minimise the negated objective instead: (-objective).backward()."
+            )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's add_param_group, then the constructor's checks (a group that fails them is not added)."""
@@ -145,6 +161,75 @@ class MomentOptimizer(Optimizer):
             return None
         with torch.enable_grad():
             return closure()
+
+
+def compiling() -> bool:
+    """True while Dynamo traces (torch.compile); the step then keeps every per-step value on the device."""
+    return torch.compiler.is_compiling()
+
+
+Split = Callable[[dict[str, Any]], tuple[list[float], dict[str, Any]]]
+
+
+def split_groups(
+    optimizer: Optimizer, split: Split, tensors: bool = False
+) -> list[tuple[dict[str, Any], Any]]:
+    """Per param group of ``optimizer``, ``split(group)``'s (hyperparameters a scheduler may change, the rest)
+    as (the rest, the hyperparameters: a float64 CPU tensor if ``tensors``, else the list). Every gradient is
+    checked first, so a refused step (sparse gradient, complex parameter) changes no state."""
+    label = getattr(optimizer, "_label", type(optimizer).__name__)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                dense_grad(p, label)
+    out = []
+    for group in optimizer.param_groups:
+        values, static = split(group)
+        out.append(
+            (static, torch.tensor([float(x) for x in values], dtype=torch.float64) if tensors else values)
+        )
+    return out
+
+
+@torch.compiler.disable
+def compiled_split_groups(optimizer: Optimizer, split: Split) -> list[tuple[dict[str, Any], torch.Tensor]]:
+    """``split_groups`` with tensors, run outside the compiled graph (Dynamo runs it eagerly: one graph break).
+
+    Under ``torch.compile`` a Python float in a param group becomes a guard, or a symbolic float whose guards
+    fail, the moment a scheduler changes it; as a tensor it is a graph input, so a new lr, weight decay factor
+    or beta1 (OneCycleLR's ``cycle_momentum``) neither recompiles nor is ignored. The compiled step reads only
+    what this returns, never ``param_groups`` (Dynamo would guard on every float of every group); pass the
+    optimizer, not its ``param_groups``, for the same reason.
+    """
+    return split_groups(optimizer, split, tensors=True)
+
+
+def on_like(x: float | torch.Tensor, ref: torch.Tensor) -> float | torch.Tensor:
+    """A host float as is; a 0-d tensor (a compiled step's hyperparameter) on ``ref``'s device in its dtype."""
+    return x.to(device=ref.device, dtype=ref.dtype) if isinstance(x, torch.Tensor) else x
+
+
+def foreach_axpy_(xs: list[torch.Tensor], ys: list[torch.Tensor], a: float | torch.Tensor) -> None:
+    """xs += a * ys, for a host float (one fused kernel) or a 0-d tensor (compiled steps)."""
+    if isinstance(a, torch.Tensor):
+        torch._foreach_add_(xs, torch._foreach_mul(ys, a))
+    else:
+        torch._foreach_add_(xs, ys, alpha=a)
+
+
+def axpy_(x: torch.Tensor, y: torch.Tensor, a: float | torch.Tensor) -> torch.Tensor:
+    """x += a * y, for a host float or a 0-d tensor; returns x."""
+    return x.add_(y * a) if isinstance(a, torch.Tensor) else x.add_(y, alpha=a)
+
+
+def fill_missing_group_keys(optimizer: Optimizer, optional: dict[str, Any]) -> None:
+    """Give every param group the ``optional`` keys it lacks (a state_dict from an older adamx or another
+    library): the value this optimizer was constructed with, else, for a pickle whose defaults lack it too,
+    the class default in ``optional``. Called from ``__setstate__``, as torch's optimizers do."""
+    for key, default in optional.items():
+        value = optimizer.defaults.setdefault(key, default)
+        for group in optimizer.param_groups:
+            group.setdefault(key, value)
 
 
 def group_by_device_and_dtype(tensorlists: list[list[torch.Tensor]]) -> Iterable[list[list[torch.Tensor]]]:

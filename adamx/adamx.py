@@ -25,10 +25,8 @@ from . import schedules
 from ._adaptive import (
     DeviceScalars,
     StepScalars,
-    foreach_device_step,
     foreach_step,
     fused_step,
-    single_tensor_device_step,
     single_tensor_step,
 )
 from ._base import (
@@ -36,28 +34,50 @@ from ._base import (
     as_betas,
     check_beta,
     check_nonnegative,
+    compiled_split_groups,
+    compiling,
     dense_grad,
     group_by_device_and_dtype,
     zeros_moment,
 )
-from .state import canonical_state_dict, fill_missing_group_keys, internal_state_dict
+from .paths import check_fused, group_path
+from .state import (
+    canonical_state_dict,
+    fused_key,
+    init_fused_state,
+    internal_state_dict,
+    live_state_in_place,
+    make_exact,
+)
 
 
-def _bias_correction1(t: Any, beta1: float) -> Any:
-    """1 - beta1^t, computed without cancellation (t a number or a float64 tensor)."""
+def _bias_correction1(t: Any, beta1: Any) -> Any:
+    """1 - beta1^t, computed without cancellation (t a number or a float64 tensor; beta1 a float, or a 0-d
+    tensor under torch.compile: log1p(-1) = -inf makes beta1 = 0 give 1 there without a branch)."""
+    if isinstance(beta1, torch.Tensor):
+        return -torch.expm1(t * torch.log1p(beta1 - 1.0))
     if isinstance(t, torch.Tensor):
         return torch.ones_like(t) if beta1 == 0.0 else -torch.expm1(t * math.log1p(beta1 - 1.0))
     return 1.0 if beta1 == 0.0 else -math.expm1(t * math.log1p(beta1 - 1.0))
 
 
+_STATIC_KEYS = ("params", "foreach", "fused", "capturable", "beta2_schedule")
+
+
+def _split_group(group: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
+    """(lr, weight decay, beta1, eps): what a scheduler may change, in the order ``_device_step`` reads them;
+    and the rest of the group, with beta2 (the schedule's parameter) and whether weight decay is on."""
+    static = {
+        k: group[k] for k in _STATIC_KEYS if k in group
+    }  # not the keys schedulers add (initial_lr, max_momentum...)
+    static["beta2"] = group["betas"][1]
+    static["has_decay"] = group["weight_decay"] != 0
+    return [group["lr"], group["weight_decay"], group["betas"][0], group["eps"]], static
+
+
 def _scalar_dtype(device: torch.device) -> torch.dtype:
     """The dtype of on-device scalar math: float64 where the device has it."""
     return torch.float32 if device.type == "mps" else torch.float64
-
-
-def compiling() -> bool:
-    """True while Dynamo traces (torch.compile); the step then keeps every per-step value on the device."""
-    return torch.compiler.is_compiling()
 
 
 class AdaptiveMomentOptimizer(MomentOptimizer):
@@ -77,22 +97,15 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
         raise NotImplementedError
 
     def _device_scalars(
-        self, group: dict[str, Any], t: torch.Tensor
+        self, group: dict[str, Any], t: torch.Tensor, lr: Any, beta1: Any, eps: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(w, step_size, eps) per element of the float64 step vector ``t``."""
+        """(w, step_size, eps) per element of the float64 step vector ``t``; lr, beta1 and eps are floats or
+        0-d float64 tensors on t's device."""
         raise NotImplementedError
 
-    def _fill_group(self, group: dict[str, Any]) -> None:
-        """Defaults for keys that state_dicts of older versions lack."""
-        group.setdefault("foreach", None)
-        group.setdefault("fused", None)
-        group.setdefault("capturable", False)
-
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        fill_missing_group_keys(self, self._optional_group_keys)  # issue 17: the constructor's values
+        super().__setstate__(state)  # fills missing group keys (issue 17: the constructor's values)
         for group in self.param_groups:
-            self._fill_group(group)
             for p in group["params"]:
                 st = self.state.get(p)
                 if st and "step" in st:
@@ -105,114 +118,170 @@ class AdaptiveMomentOptimizer(MomentOptimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for saved in state_dict["param_groups"]:  # a bad value names itself before anything is loaded
-            group = {**self.defaults, **saved, "params": []}
-            self._fill_group(group)
-            self._check_group(group)
+            self._check_group(self._with_defaults(saved))
         super().load_state_dict(internal_state_dict(state_dict))
 
     @staticmethod
     def _path(group: dict[str, Any], params: list[torch.Tensor]) -> str:
-        if group["fused"]:
-            return "fused"
-        if group["foreach"]:
-            return "foreach"
-        if group["fused"] is None and group["foreach"] is None:
-            # As torch: foreach on CUDA, the per-tensor loop elsewhere (faster than foreach on CPU here).
-            return "foreach" if all(p.is_cuda for p in params) else "single"
-        return "single"
+        return group_path(group, params)
 
     def _state(self, p: torch.Tensor, group: dict[str, Any], exact_scales: bool) -> dict[str, Any]:
         """The parameter's state, created on first use; ``step`` as a tensor where the group needs it;
         moments divided by their scales (made exact) unless the fused kernel keeps using them."""
         state = self.state[p]
+        if "fused_exp_avg_scale" in state:  # an exported state loaded straight into self.state (ZeRO)
+            live_state_in_place(state)
         if len(state) == 0:
             state["step"] = _step_tensor(0, p, group["capturable"])
             state["exp_avg"] = zeros_moment(p)
             state["exp_avg_sq"] = zeros_moment(p)
-            state["exp_avg_scale"] = 1.0
-            state["exp_avg_sq_scale"] = 1.0
-            state["decay_carry"] = 1.0
+            init_fused_state(state)
         step = state["step"]
         on_device = group["capturable"]
         if not isinstance(step, torch.Tensor) or step.device != (p.device if on_device else _CPU):
             state["step"] = _step_tensor(step, p, on_device)
-        a, b = state.get("exp_avg_scale", 1.0), state.get("exp_avg_sq_scale", 1.0)
-        if exact_scales and (a != 1.0 or b != 1.0):
-            state["exp_avg"].div_(a)
-            state["exp_avg_sq"].div_(b)
-            state["exp_avg_scale"] = state["exp_avg_sq_scale"] = 1.0
+        if exact_scales:
+            make_exact(state)
         return state
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimizer step; ``closure`` re-evaluates the loss (run with grad enabled) and its value is returned."""
         loss = self._run_closure(closure)
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            if group["capturable"] or compiling():
-                self._device_step(group, params)
-            else:
-                self._host_step(group, params)
+        if compiling():  # lr, weight decay, beta1 and eps enter the graph as tensors
+            self._step_groups(compiled_split_groups(self, _split_group), compiled=True)
+        else:
+            self._step_groups([(group, None) for group in self.param_groups], compiled=False)
         return loss
 
-    def _host_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+    @torch.no_grad()
+    def _step_groups(self, groups: list[tuple[dict[str, Any], torch.Tensor | None]], compiled: bool) -> None:
+        """``groups``: (param group, None) in eager steps; (the group without its hyperparameters, them as a
+        float64 tensor) in compiled ones (``adamx._base.compiled_split_groups``)."""
+        work = []  # every gradient is checked before any state changes: a refused step changes nothing
+        for group, hyper in groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            if any(g.is_sparse for g in grads) or any(p.is_complex() for p in params):
+                grads = [dense_grad(p, self._label) for p in params]  # raises, naming the parameter
+            work.append((group, hyper, params, grads))
+        for group, hyper, params, grads in work:
+            if not params:
+                continue
+            if compiled:
+                self._device_step(group, params, grads, hyper)
+            elif group["capturable"]:
+                values, static = _split_group(group)
+                self._device_step(static, params, grads, values)
+            else:
+                self._host_step(group, params, grads)
+
+    def _host_step(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
         """Eager step: host float64 scalars per distinct step count (and moment scales on the fused path)."""
         path = self._path(group, params)
-        states = [self._state(p, group, exact_scales=path != "fused") for p in params]
-        torch._foreach_add_([st["step"] for st in states], 1.0)
-        buckets: dict[tuple, tuple[list, list, list, list, list]] = {}
-        for p, state in zip(params, states):
-            grad = dense_grad(p, self._label)
-            t = int(state["step"].item())  # a CPU tensor: no device sync
-            if path == "fused":
-                a, b = state.get("exp_avg_scale", 1.0), state.get("exp_avg_sq_scale", 1.0)
-                carry = state.get("decay_carry", 1.0)
-                key = (t, a, b, carry, p.device, state["exp_avg"].dtype)
-            else:
-                key = (t,)
-            bucket = buckets.setdefault(key, ([], [], [], [], []))
-            bucket[0].append(p)
-            bucket[1].append(grad)
-            bucket[2].append(state["exp_avg"])
-            bucket[3].append(state["exp_avg_sq"])
-            bucket[4].append(state)
-        for key, (ps, gs, ms, vs, states) in buckets.items():
-            scalars = self._scalars(group, key[0])
-            if path == "fused":
-                a, b, carry = fused_step(ps, gs, ms, vs, scalars, key[1], key[2], key[3])
-                for state in states:
-                    state["exp_avg_scale"], state["exp_avg_sq_scale"], state["decay_carry"] = a, b, carry
-            elif path == "foreach":
-                foreach_step(ps, gs, ms, vs, scalars)
-            else:
-                single_tensor_step(ps, gs, ms, vs, scalars)
+        fused = path == "fused"
+        states = self._states(params, group, exact_scales=not fused)
+        steps = [st["step"] for st in states]
+        torch._foreach_add_(steps, 1.0)
+        ts = [int(step.item()) for step in steps]  # CPU tensors: no device sync
+        if fused:
+            self._fused_host_step(group, params, grads, states, ts)
+            return
+        t0 = ts[0]
+        if all(t == t0 for t in ts):  # the common case: one step count, one bucket
+            buckets = {
+                t0: (params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states])
+            }
+        else:
+            buckets = {}
+            for p, grad, state, t in zip(params, grads, states, ts):
+                bucket = buckets.setdefault(t, ([], [], [], []))
+                bucket[0].append(p)
+                bucket[1].append(grad)
+                bucket[2].append(state["exp_avg"])
+                bucket[3].append(state["exp_avg_sq"])
+        run = foreach_step if path == "foreach" else single_tensor_step
+        for t, (ps, gs, ms, vs) in buckets.items():
+            run(ps, gs, ms, vs, self._scalars(group, t))
 
-    def _device_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+    def _states(self, params: list[torch.Tensor], group: dict[str, Any], exact_scales: bool) -> list[dict]:
+        """``_state`` of every parameter, with a fast check for the state an eager step left behind."""
+        state_map, out = self.state, []
+        for p in params:
+            st = state_map[p]
+            step = st.get("step")
+            if step.__class__ is not torch.Tensor or not step.is_cpu or exact_scales or "fused_exp_avg" in st:
+                st = self._state(p, group, exact_scales)
+            out.append(st)
+        return out
+
+    def _fused_host_step(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict[str, Any]],
+        ts: list[int],
+    ) -> None:
+        """The fused path: one kernel call per (step count, moment scales, decay carry, device, dtype), almost
+        always one; the scales and carry (``adamx.state``) are per parameter in the state."""
+        keys = [(t, *fused_key(st)) for t, st in zip(ts, states)]
+        k0 = keys[0]
+        if all(k == k0 for k in keys):
+            buckets = {k0: list(range(len(params)))}
+        else:
+            buckets = {}
+            for i, key in enumerate(keys):
+                buckets.setdefault(key, []).append(i)
+        for (t, a, b, carry), idx in buckets.items():
+            scalars = self._scalars(group, t)
+            if len(idx) == len(params):
+                ps, gs, sts = params, grads, states
+            else:
+                ps, gs, sts = [params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx]
+            fused_step(ps, gs, sts, scalars, a, b, carry)
+
+    def _device_step(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        hyper: torch.Tensor | list[float],
+    ) -> None:
         """Compiled or capturable step: per-parameter scalars computed on the device from the step tensors,
-        no host sync and nothing that changes per step in Python. A fused group runs the foreach math."""
+        no host sync and nothing that changes per step in Python. ``group`` is ``_split_group``'s static part;
+        ``hyper`` holds lr, weight decay, beta1 and eps: a float64 tensor in compiled steps, floats in eager
+        capturable ones. A fused group runs the foreach math."""
         path = self._path(group, params)
         states = [self._state(p, group, exact_scales=True) for p in params]
         steps = [st["step"] for st in states]
         torch._foreach_add_(steps, 1.0)
-        grads = [dense_grad(p, self._label) for p in params]
         ms = [st["exp_avg"] for st in states]
         vs = [st["exp_avg_sq"] for st in states]
-        lr, wd = float(group["lr"]), float(group["weight_decay"])
         # buckets by the moments' (device, dtype): 16-bit parameters step in float32 with float32 moments
         for bm, ps, gs, bv, bsteps in group_by_device_and_dtype([ms, params, grads, vs, steps]):
             device, dtype = bm[0].device, bm[0].dtype
-            t = torch.stack(bsteps).to(device=device, dtype=_scalar_dtype(device))
-            w, step_size, eps = self._device_scalars(group, t)
+            sdt = _scalar_dtype(device)
+            t = torch.stack(bsteps).to(device=device, dtype=sdt)
+            if isinstance(hyper, torch.Tensor):
+                lr, wd, beta1, eps = hyper.to(device=device, dtype=sdt).unbind(0)
+            else:
+                lr, wd, beta1, eps = (float(x) for x in hyper)
+            w, step_size, eps = self._device_scalars(group, t, lr, beta1, eps)
+            decay_minus_one = ((1.0 - lr * wd) - 1.0) if group["has_decay"] else None
+            one_minus_beta1 = 1.0 - beta1
+            if isinstance(hyper, torch.Tensor):
+                decay_minus_one = None if decay_minus_one is None else decay_minus_one.to(dtype)
+                one_minus_beta1 = one_minus_beta1.to(dtype)
             scalars = DeviceScalars(
-                decay=1.0 - lr * wd,
-                beta1=group["betas"][0],
+                decay_minus_one=decay_minus_one,
+                one_minus_beta1=one_minus_beta1,
                 w=list(w.to(dtype).unbind(0)),
                 neg_step_size=list((-step_size).to(dtype).unbind(0)),
                 eps=list(eps.to(dtype).unbind(0)),
             )
-            run = single_tensor_device_step if path == "single" else foreach_device_step
+            run = single_tensor_step if path == "single" else foreach_step
             run(ps, gs, bm, bv, scalars)
 
 
@@ -228,12 +297,11 @@ def _step_tensor(step: Any, p: torch.Tensor, capturable: bool) -> torch.Tensor:
     return torch.tensor(float(step), dtype=torch.float32, device=device)
 
 
-def _check_common(group: dict[str, Any]) -> None:
+def _check_common(group: dict[str, Any], label: str = "AdamX") -> None:
     check_nonnegative("lr", group["lr"])
     check_nonnegative("eps", group["eps"])
     check_nonnegative("weight_decay", group["weight_decay"])
-    if group["fused"] and group["foreach"]:
-        raise ValueError("fused=True and foreach=True cannot both be set; choose one path.")
+    check_fused(group, label)
     if not isinstance(group["capturable"], bool):
         raise ValueError(f"Invalid capturable: {group['capturable']!r}; pass True or False.")
 
@@ -255,10 +323,13 @@ class AdamX(AdaptiveMomentOptimizer):
             both are exact to float32 rounding. ``fused=True`` (3-4x faster on CPU) runs torch's fused
             AdamW kernel with adjusted scalars (see ``adamx._adaptive``); late in long runs its float32 v
             drifts by ~5e-9 relative per step (2.7e-5 after 5,000 steps at t = 60k) where foreach stays ~1e-5.
+            ``fused="auto"`` (the registry's default): fused where every parameter is on CPU or CUDA in a float
+            dtype, foreach elsewhere; an explicit ``foreach`` beside it wins (``adamx.paths``).
         capturable: keep ``step`` on the parameter's device and compute every per-step scalar there (no host
             sync), as torch's ``capturable``: the step can be captured in a CUDA graph. Works on any device.
-            Under ``torch.compile`` the step does this whatever the flag; a fused group then runs the foreach
-            math (torch's fused kernel takes its betas as host floats).
+            Under ``torch.compile`` the step does this whatever the flag, and lr, weight decay, beta1 and eps
+            enter the graph as tensors (schedulers neither recompile nor drift); a fused group then runs the
+            foreach math (torch's fused kernel takes its betas as host floats).
     """
 
     _optional_group_keys = {
@@ -278,7 +349,7 @@ class AdamX(AdaptiveMomentOptimizer):
         *,
         beta2_schedule: str = "adamx",
         foreach: bool | None = None,
-        fused: bool | None = None,
+        fused: bool | str | None = None,
         capturable: bool = False,
     ) -> None:
         defaults = dict(
@@ -287,10 +358,6 @@ class AdamX(AdaptiveMomentOptimizer):
         )  # fmt: skip
         self._check_group(defaults)  # also makes betas a tuple
         super().__init__(params, defaults)
-
-    def _fill_group(self, group: dict[str, Any]) -> None:
-        super()._fill_group(group)
-        group.setdefault("beta2_schedule", self.defaults.get("beta2_schedule", "adamx"))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
@@ -310,12 +377,11 @@ class AdamX(AdaptiveMomentOptimizer):
         )
 
     def _device_scalars(
-        self, group: dict[str, Any], t: torch.Tensor
+        self, group: dict[str, Any], t: torch.Tensor, lr: Any, beta1: Any, eps: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        beta1, beta2 = group["betas"]
-        w = _one_minus_beta2_hat(group["beta2_schedule"])(t, beta2)
-        step_size = float(group["lr"]) / _bias_correction1(t, beta1)
-        return w, step_size, torch.full_like(t, float(group["eps"]))
+        w = _one_minus_beta2_hat(group["beta2_schedule"])(t, group["beta2"])
+        step_size = lr / _bias_correction1(t, beta1)
+        return w, step_size, torch.zeros_like(t) + eps
 
 
 def _one_minus_beta2_hat(schedule: Any) -> Callable[[Any, float], Any]:

@@ -52,7 +52,7 @@ class AdaX(AdaptiveMomentOptimizer):
         weight_decay: float = 0.01,
         *,
         foreach: bool | None = None,
-        fused: bool | None = None,
+        fused: bool | str | None = None,
         capturable: bool = False,
     ) -> None:
         defaults = dict(
@@ -65,7 +65,7 @@ class AdaX(AdaptiveMomentOptimizer):
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
         group["betas"] = as_betas(group["betas"])
-        _check_common(group)
+        _check_common(group, "AdaX")
         _check_adax_betas(group["betas"])
 
     def _scalars(self, group: dict[str, Any], t: int) -> StepScalars:
@@ -81,11 +81,11 @@ class AdaX(AdaptiveMomentOptimizer):
         )
 
     def _device_scalars(
-        self, group: dict[str, Any], t: torch.Tensor
+        self, group: dict[str, Any], t: torch.Tensor, lr: Any, beta1: Any, eps: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        beta2 = group["betas"][1]
+        beta2 = group["beta2"]
         bias = torch.expm1(t * math.log1p(beta2))  # (1 + beta2)^t - 1
-        return beta2 / bias, torch.full_like(t, float(group["lr"])), float(group["eps"]) / bias.sqrt()
+        return beta2 / bias, torch.zeros_like(t) + lr, eps / bias.sqrt()
 
 
 def _check_adax_betas(betas: tuple[float, float]) -> None:

@@ -19,24 +19,29 @@ from .sophia import SophiaG
 def _adam_family(schedule: str, betas: tuple[float, float]) -> Callable[..., torch.optim.Optimizer]:
     """AdamX's class with a fixed beta2 schedule and that schedule's default betas."""
 
-    def build(params: Any, *, betas: tuple[float, float] = betas, **hparams: Any) -> AdamX:
+    def build(
+        params: Any, *, betas: tuple[float, float] = betas, fused: Any = "auto", **hparams: Any
+    ) -> AdamX:
         if "beta2_schedule" in hparams:
             raise ValueError(
                 f"beta2_schedule is fixed to {schedule!r} by this optimizer name; use name 'adamx' with "
                 "beta2_schedule=... to choose the schedule yourself."
             )
-        return AdamX(params, betas=betas, beta2_schedule=schedule, **hparams)
+        return AdamX(params, betas=betas, beta2_schedule=schedule, fused=fused, **hparams)
 
     build.__signature__ = inspect.signature(AdamX)  # type: ignore[attr-defined]
     return build
 
 
-# Every name's defaults are those of configs/optimizer/<name>.yaml (the paper's settings), so that
+# Every name's defaults are those of configs/optimizer/<name>.yaml (the paper's settings; fused="auto": torch's
+# fused kernel where the parameters' device supports it, foreach elsewhere), so that
 # create_optimizer(name, params) is the optimizer a run of the harness uses (tests/test_optim_validation.py).
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamx": _adam_family("adamx", (0.9, 0.99)),
     "adam": _adam_family("adam", (0.9, 0.999)),  # the paper's "Adam" rows: AdamW
-    "adax": AdaX,  # the paper's shared Adam/AdaX/AdamX settings; AdaX-W's authors use lr 5e-3, wd 5e-2
+    "adax": partial(
+        AdaX, fused="auto"
+    ),  # the paper's shared Adam/AdaX/AdamX settings; AdaX-W's authors use lr 5e-3, wd 5e-2
     "sgd": partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-3),
     # decoupled decay like the paper's other Adam-family rows (torch's default is coupled L2)
     "radam": partial(torch.optim.RAdam, weight_decay=0.01, decoupled_weight_decay=True),

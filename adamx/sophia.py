@@ -17,6 +17,7 @@ call (``opt.step(bs=64)``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,15 +27,20 @@ import torch.nn.functional as F
 from ._base import (
     MomentOptimizer,
     as_betas,
+    axpy_,
     check_beta,
     check_nonnegative,
+    compiled_split_groups,
+    compiling,
     copy_back,
     dense_grad,
+    foreach_axpy_,
     group_by_device_and_dtype,
+    on_like,
+    split_groups,
     working_copies,
     zeros_moment,
 )
-from .state import fill_missing_group_keys
 
 _HESSIAN_EPS = 1e-15
 
@@ -68,10 +74,6 @@ class SophiaG(MomentOptimizer):
         group["betas"] = as_betas(group["betas"])
         _check(group)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        fill_missing_group_keys(self, self._optional_group_keys)
-
     def _state(self, p: torch.Tensor) -> dict[str, Any]:
         state = self.state[p]
         if len(state) == 0:
@@ -93,51 +95,74 @@ class SophiaG(MomentOptimizer):
                 g = g.to(h.dtype)
                 h.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, bs: int | None = None) -> Any:
         """One SophiaG step; ``bs`` overrides the groups' batch-size factor for this call."""
         loss = self._run_closure(closure)
-        for group in self.param_groups:
-            params, grads, exp_avgs, hessians = [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grads.append(dense_grad(p, "SophiaG"))
-                params.append(p)
-                state = self._state(p)
-                state["step"] = int(state["step"]) + 1
-                exp_avgs.append(state["exp_avg"])
-                hessians.append(state["hessian"])
-            if not params:
-                continue
-            factor = float(group["rho"]) * float(group["bs"] if bs is None else bs)
-            lr, wd = float(group["lr"]), float(group["weight_decay"])
-            beta1 = group["betas"][0]
-            work_p, work_g, write_back = working_copies(params, grads)
-            if group["foreach"] is not False:
-                _foreach_sophiag(work_p, work_g, exp_avgs, hessians, lr, wd, beta1, factor)
-            else:
-                for p, g, m, h in zip(work_p, work_g, exp_avgs, hessians):
-                    p.add_(p, alpha=-lr * wd)  # theta (1 - lr wd) with one rounding
-                    m.mul_(beta1).add_(g, alpha=1.0 - beta1)
-                    ratio = (m.abs() / (h * factor + _HESSIAN_EPS)).clamp_(max=1.0)
-                    p.addcmul_(m.sign(), ratio, value=-lr)
-            copy_back(write_back)
+        split = functools.partial(self._split_group, bs=bs)
+        if compiling():  # lr, weight decay, beta1 and rho * bs enter the graph as tensors
+            groups = compiled_split_groups(self, split)
+        else:
+            groups = split_groups(self, split)
+        with torch.no_grad():
+            for work, (lr, wd, beta1, factor) in groups:
+                if work["params"]:
+                    _sophiag(work, lr, wd, beta1, factor)
         return loss
+
+    def _split_group(self, group: dict[str, Any], bs: int | None) -> tuple[list[float], dict[str, Any]]:
+        """(lr, weight decay, beta1, rho * bs) and the tensors to update; creates missing state and counts the
+        step (run eagerly, outside a compiled graph: ``step`` stays an int)."""
+        params, grads, exp_avgs, hessians = [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            grads.append(dense_grad(p, "SophiaG"))
+            params.append(p)
+            state = self._state(p)
+            state["step"] = int(state["step"]) + 1
+            exp_avgs.append(state["exp_avg"])
+            hessians.append(state["hessian"])
+        factor = float(group["rho"]) * float(group["bs"] if bs is None else bs)
+        work = dict(
+            params=params,
+            grads=grads,
+            exp_avgs=exp_avgs,
+            hessians=hessians,
+            foreach=group["foreach"] is not False,
+        )
+        return [group["lr"], group["weight_decay"], group["betas"][0], factor], work
+
+
+def _sophiag(work: dict[str, Any], lr: Any, wd: Any, beta1: Any, factor: Any) -> None:
+    """One SophiaG update of ``work``'s tensors; the scalars are host floats or 0-d float64 tensors."""
+    work_p, work_g, write_back = working_copies(work["params"], work["grads"])
+    if work["foreach"]:
+        _foreach_sophiag(work_p, work_g, work["exp_avgs"], work["hessians"], lr, wd, beta1, factor)
+    else:
+        for p, g, m, h in zip(work_p, work_g, work["exp_avgs"], work["hessians"]):
+            axpy_(p, p, on_like(-lr * wd, m))  # theta (1 - lr wd) with one rounding
+            axpy_(m.mul_(on_like(beta1, m)), g, on_like(1.0 - beta1, m))
+            ratio = (m.abs() / (h * on_like(factor, m) + _HESSIAN_EPS)).clamp_(max=1.0)
+            neg_lr = on_like(-lr, m)
+            if isinstance(neg_lr, torch.Tensor):
+                p.add_(m.sign().mul_(ratio).mul_(neg_lr))
+            else:
+                p.addcmul_(m.sign(), ratio, value=neg_lr)
+    copy_back(write_back)
 
 
 def _foreach_sophiag(params, grads, exp_avgs, hessians, lr, wd, beta1, factor) -> None:
     for ps, gs, ms, hs in group_by_device_and_dtype([params, grads, exp_avgs, hessians]):
-        torch._foreach_add_(ps, ps, alpha=-lr * wd)
-        torch._foreach_mul_(ms, beta1)
-        torch._foreach_add_(ms, gs, alpha=1.0 - beta1)
-        denom = torch._foreach_mul(hs, factor)
+        foreach_axpy_(ps, ps, on_like(-lr * wd, ms[0]))
+        torch._foreach_mul_(ms, on_like(beta1, ms[0]))
+        foreach_axpy_(ms, gs, on_like(1.0 - beta1, ms[0]))
+        denom = torch._foreach_mul(hs, on_like(factor, ms[0]))
         torch._foreach_add_(denom, _HESSIAN_EPS)
         ratio = torch._foreach_abs(ms)
         torch._foreach_div_(ratio, denom)
         torch._foreach_clamp_max_(ratio, 1.0)
         torch._foreach_mul_(ratio, torch._foreach_sign(ms))
-        torch._foreach_add_(ps, ratio, alpha=-lr)
+        foreach_axpy_(ps, ratio, on_like(-lr, ms[0]))
 
 
 def sampled_cross_entropy(logits: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""One state_dict layout for every path, and defaults for param-group keys a saved state_dict lacks.
+"""One state_dict layout for every path, and the fused path's extra state: all of it lives here.
 
 AdamX and AdaX export per parameter ``step``, ``exp_avg`` and ``exp_avg_sq`` holding the exact moments in the
 moment dtype, whichever path ran (docs/optimizer_state.md). The fused path keeps its moments scaled
@@ -13,6 +13,44 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+# The fused path's live per-parameter entries (stored moments = scale * exact ones, and the decay carry); 1.0 on
+# every other path. Created with the state, read as the fused bucket key, written back after each fused step,
+# divided out when another path takes the state over, exported as ``fused_*`` and restored on load.
+FUSED_KEYS = ("exp_avg_scale", "exp_avg_sq_scale", "decay_carry")
+
+
+def init_fused_state(state: dict[str, Any]) -> None:
+    """A new parameter state's fused entries: unscaled moments, nothing carried."""
+    for key in FUSED_KEYS:
+        state[key] = 1.0
+
+
+def fused_key(state: dict[str, Any]) -> tuple[float, float, float]:
+    """(m scale, v scale, decay carry): parameters that share them share one fused kernel call. States from
+    before the carry existed (or converted by another tool) lack some: 1.0."""
+    return (
+        state.get("exp_avg_scale", 1.0),
+        state.get("exp_avg_sq_scale", 1.0),
+        state.get("decay_carry", 1.0),
+    )
+
+
+def set_fused_state(states: list[dict[str, Any]], m_scale: float, v_scale: float, carry: float) -> None:
+    """Record a fused step's new scales and carry in each parameter's state."""
+    for state in states:
+        state["exp_avg_scale"], state["exp_avg_sq_scale"], state["decay_carry"] = m_scale, v_scale, carry
+
+
+def make_exact(state: dict[str, Any]) -> None:
+    """Divide the moments by their scales in place (another path takes over a fused state); the carry stays
+    (a fused step uses it again)."""
+    a, b = state.get("exp_avg_scale", 1.0), state.get("exp_avg_sq_scale", 1.0)
+    if a != 1.0 or b != 1.0:
+        state["exp_avg"].div_(a)
+        state["exp_avg_sq"].div_(b)
+        state["exp_avg_scale"] = state["exp_avg_sq_scale"] = 1.0
+
 
 # live key of the fused path -> its entry in the exported state
 _INTERNAL = {
@@ -87,22 +125,29 @@ def internal_state(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def canonical_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """``Optimizer.state_dict()``'s output with every parameter state in the canonical layout."""
-    state = {key: canonical_state(value) for key, value in state_dict["state"].items()}
+    """``Optimizer.state_dict()``'s output with every parameter state in the canonical layout. An entry that
+    is not a parameter's state dict (``opt.state["note"] = 1``, as torch's state_dict pre-hook test writes)
+    passes through unchanged, as in torch."""
+    state = {
+        key: canonical_state(value) if isinstance(value, dict) else value
+        for key, value in state_dict["state"].items()
+    }
     return {**state_dict, "state": state}
 
 
 def internal_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     """A saved state_dict with every parameter state in the live layout, ready for torch's loader."""
-    state = {key: internal_state(value) for key, value in state_dict["state"].items()}
+    state = {
+        key: internal_state(value) if isinstance(value, dict) else value
+        for key, value in state_dict["state"].items()
+    }
     return {**state_dict, "state": state}
 
 
-def fill_missing_group_keys(optimizer: torch.optim.Optimizer, optional: dict[str, Any]) -> None:
-    """Give every param group the ``optional`` keys it lacks (a state_dict from an older adamx or another
-    library): the value this optimizer was constructed with, else, for a pickle whose defaults lack it too,
-    the class default in ``optional``. Called from ``__setstate__``, as torch's optimizers do."""
-    for key, default in optional.items():
-        value = optimizer.defaults.setdefault(key, default)
-        for group in optimizer.param_groups:
-            group.setdefault(key, value)
+def live_state_in_place(state: dict[str, Any]) -> None:
+    """Turn an exported state written straight into ``optimizer.state`` (ZeroRedundancyOptimizer's
+    ``load_state_dict`` does that) into the live layout in place: the scaled ``fused_*`` moments and their
+    scales come back (a bit-identical continuation) and no ``fused_*`` entry stays behind."""
+    live = internal_state(state)
+    state.clear()
+    state.update(live)

@@ -82,13 +82,54 @@ def optimizer_hparams(optimizer_cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_optimizer(model: nn.Module, optimizer_cfg: DictConfig):
-    """``adamx.create_optimizer`` on decay groups (decay on conv/linear weights only, the authors' rule)."""
+    """``adamx.create_optimizer`` on decay groups (decay on conv/linear weights only, the authors' rule), with
+    ``fused: auto`` resolved for the model's device (``resolve_fused``); ``adamx.active_path(optimizer)`` names
+    the path that then runs."""
     import adamx
 
     hparams = optimizer_hparams(optimizer_cfg)
     weight_decay = hparams.pop("weight_decay", 0.0) or 0.0
     groups = adamx.decay_param_groups(model, weight_decay)
+    hparams = resolve_fused(optimizer_cfg.name, hparams, list(model.parameters()))
     return adamx.create_optimizer(optimizer_cfg.name, groups, **hparams)
+
+
+def resolve_fused(name: str, hparams: dict[str, Any], params: list) -> dict[str, Any]:
+    """``fused: auto`` (the configs' default) as the path the optimizer will run on ``params``: fused=True where
+    the optimizer has a fused path and the parameters' device and dtype support torch's fused kernel (CPU,
+    CUDA), else foreach=True (fused=False). An explicit ``foreach`` wins; an optimizer without a fused path
+    (Lion, SophiaG, RAdam) gets ``foreach`` only, and ``fused: true`` for one is refused with a sentence."""
+    import inspect
+    from functools import partial
+
+    import adamx
+
+    hparams = dict(hparams)
+    fused = hparams.get("fused")
+    builder = adamx.OPTIMIZERS.get(name)
+    target = builder.func if isinstance(builder, partial) else builder
+    accepts = set(inspect.signature(target).parameters) if target is not None else set()
+    if "fused" not in accepts:
+        if fused not in (None, False, "auto") and "fused" in hparams:
+            raise UsageError(
+                f"optimizer.fused={fused!r}, but optimizer {name!r} has no fused path; "
+                "set optimizer.fused=auto or null."
+            )
+        hparams.pop("fused", None)
+        if fused == "auto" and "foreach" in accepts and hparams.get("foreach") is None:
+            hparams["foreach"] = True
+        return hparams
+    if fused != "auto":
+        return hparams
+    if hparams.get("foreach") is not None:  # an explicit foreach wins
+        hparams["fused"] = False
+        return hparams
+    if adamx.fused_supported(params):
+        hparams["fused"] = True
+    else:
+        hparams["fused"] = False
+        hparams["foreach"] = True
+    return hparams
 
 
 def hessian_update_interval(optimizer_cfg: DictConfig) -> int | None:

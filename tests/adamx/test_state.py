@@ -277,7 +277,8 @@ def _w(n: int = 2) -> list[torch.Tensor]:
 
 # ---- registry: the right class with the right defaults ------------------------------------------------------
 
-ADAM_FAMILY = dict(lr=1e-3, eps=1e-8, weight_decay=0.01, foreach=None, fused=None, capturable=False)
+# fused="auto" (issue 23): torch's fused kernel where the device supports it, as configs/optimizer/*.yaml say
+ADAM_FAMILY = dict(lr=1e-3, eps=1e-8, weight_decay=0.01, foreach=None, fused="auto", capturable=False)
 REGISTRY = {
     "adamx": (adamx.AdamX, dict(ADAM_FAMILY, betas=(0.9, 0.99), beta2_schedule="adamx")),
     "adam": (adamx.AdamX, dict(ADAM_FAMILY, betas=(0.9, 0.999), beta2_schedule="adam")),
@@ -292,7 +293,7 @@ REGISTRY = {
             eps=1e-12,
             weight_decay=0.01,
             foreach=None,
-            fused=None,
+            fused="auto",
             capturable=False,
         ),
     ),

@@ -13,6 +13,12 @@ authors' code does it (Python-float beta_hat, mul_/add_ moments). On CUDA the ta
 
 ``--compile`` adds ``torch.compile(opt.step)`` rows (inductor) for AdamX and torch's AdamW; their first
 call includes the compile time.
+
+``--host-time`` measures instead the host time per step of the fused path against torch's fused AdamW
+(issue 23): 100 and 650 tensors of 16 elements (the kernels are then negligible, as on a launch-bound GPU),
+interleaved rounds, and prints the median over rounds of the per-round ratio (target <= 1.1):
+
+    python -m tools.bench.bench_optim --host-time --threads 1
 """
 
 from __future__ import annotations
@@ -145,6 +151,54 @@ def copy_bandwidth(numel: int, device: torch.device, dtype: torch.dtype) -> floa
     return 2 * numel * src.element_size() / statistics.median(times) / 1e9
 
 
+HOST_TIME = {
+    "torch AdamW fused": lambda p: torch.optim.AdamW(p, fused=True),
+    "AdamX fused": lambda p: adamx.AdamX(p, fused=True),
+    "AdaX fused": lambda p: adamx.AdaX(p, fused=True),
+}
+
+
+def host_time_ratios(
+    n_tensors: int, rounds: int, steps: int, numel: int = 16
+) -> dict[str, tuple[float, float]]:
+    """name -> (median seconds per step, median over rounds of its ratio to torch's fused AdamW). Each round
+    runs ``steps`` steps of every optimizer in turn, so load from other processes hits all of them alike."""
+    opts = {}
+    for name, make in HOST_TIME.items():
+        params = [torch.randn(numel, requires_grad=True) for _ in range(n_tensors)]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opts[name] = make(params)
+        opts[name].step()  # state creation is not timed
+    per_step = {name: [] for name in opts}
+    ratios = {name: [] for name in opts}
+    for _ in range(rounds):
+        times = {}
+        for name, opt in opts.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                opt.step()
+            times[name] = (time.perf_counter() - t0) / steps
+            per_step[name].append(times[name])
+        for name in opts:
+            ratios[name].append(times[name] / times["torch AdamW fused"])
+    return {name: (statistics.median(per_step[name]), statistics.median(ratios[name])) for name in opts}
+
+
+def main_host_time(rounds: int, steps: int) -> None:
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()}"
+    )
+    print(
+        f"host time per step on CPU, 16-element tensors, median of {rounds} interleaved rounds of {steps} steps\n"
+    )
+    print("| tensors | optimizer | us per step | vs torch fused AdamW |")
+    print("|---|---|---|---|")
+    for n in (100, 650):
+        for name, (sec, ratio) in host_time_ratios(n, rounds, steps).items():
+            print(f"| {n} | {name} | {sec * 1e6:.0f} | {ratio:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,10 +220,17 @@ def main() -> None:
         help="intra-op threads (0: torch's default); on a "
         "shared box 1 avoids thread-pool stalls that swamp the timings",
     )
+    parser.add_argument(
+        "--host-time", action="store_true", help="fused host time per step vs torch's fused AdamW (issue 23)"
+    )
+    parser.add_argument("--rounds", type=int, default=15, help="--host-time: interleaved rounds")
     args = parser.parse_args()
     args.warmup = max(args.warmup, 1)  # the second call is reported on its own
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.host_time:
+        main_host_time(args.rounds, args.steps)
+        return
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
 
