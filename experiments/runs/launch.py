@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+import adamx
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -459,6 +461,7 @@ def build_trainer(
         "dataset": cfg.dataset.name,
         "task": cfg.task.name,
         "seed": seed,
+        "optimizer_path": adamx.active_path(optimizer),  # what optimizer.fused=auto resolved to: fused, foreach, ...
     }
     with _settings("trainer"):
         return Trainer(

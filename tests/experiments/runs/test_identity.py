@@ -375,3 +375,18 @@ def test_the_ignored_trainer_and_loader_keys_leave_the_numbers_alone(tmp_path):
         )
     wa, wb = load_checkpoint(a / "last.pt")["model"], load_checkpoint(b / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        (["optimizer=adamx"], "fused"),  # the configs' default, optimizer.fused=auto, on a CPU
+        (["optimizer=adamx", "optimizer.fused=false"], "single"),  # torch's choice on a CPU
+        (["optimizer=adamx", "optimizer.fused=false", "optimizer.foreach=true"], "foreach"),
+        (["optimizer=lion"], "single"),  # no fused key in its config: torch's default path (foreach on CUDA)
+    ],
+)
+def test_summary_records_the_optimizer_path_that_ran(tmp_path, extra, path):
+    """optimizer.fused=auto is resolved per device; summary.json says what ran."""
+    cfg, overrides = make_cfg(tmp_path, *extra, "trainer.epochs=1", "dataset.test_size=1400")
+    assert run_experiment(cfg, overrides)["optimizer_path"] == path
