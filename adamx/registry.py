@@ -35,7 +35,7 @@ def _adam_family(schedule: str, betas: tuple[float, float]) -> Callable[..., tor
 
 # Every name's defaults are those of configs/optimizer/<name>.yaml (the paper's settings; fused="auto": torch's
 # fused kernel where the parameters' device supports it, foreach elsewhere), so that
-# create_optimizer(name, params) is the optimizer a run of the harness uses (tests/test_optim_validation.py).
+# create_optimizer(name, params) is the optimizer a run of the harness uses (tests/adamx/test_validation.py).
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamx": _adam_family("adamx", (0.9, 0.99)),
     "adam": _adam_family("adam", (0.9, 0.999)),  # the paper's "Adam" rows: AdamW

@@ -2,7 +2,7 @@
 
 Both paths share the draws (``draw_params``) and the colour maths (``jitter_hsv``):
 ``CifarTrainTransform`` works per image inside a DataLoader worker, ``augment_batch`` on a device
-batch (the device-resident loader); tests/test_cifar_augment.py checks they agree in distribution.
+batch (the device-resident loader); tests/data/test_cifar.py checks they agree in distribution.
 
 HSV jitter: hue shifted by U(-0.1, 0.1) and wrapped to [0, 1); saturation and value each multiplied
 by a factor f ~ U(1, 1.5), replaced by 1/f with probability 0.5; both clipped to [0, 1].

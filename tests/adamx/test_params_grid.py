@@ -1,6 +1,6 @@
 """Every optimizer and path against plain-Python references over a grid of hyperparameters (issue 16, pattern 1).
 
-tests/test_optim_reference.py runs 1,000 steps at the default betas, AdaX's tiny eps and lr * wd ~ 1e-5, so a
+tests/adamx/test_reference.py runs 1,000 steps at the default betas, AdaX's tiny eps and lr * wd ~ 1e-5, so a
 path that hard-codes a default or moves a small term agrees with it. Here each case is 4 steps on float64
 parameters in two param groups with DIFFERENT hyperparameters (beta1 in {0, 0.5, 0.9}, eps in {1e-8, 1e-3,
 0.1}, weight decay in {0, 0.1, 1}, lr up to 2), so a path that reads another group's value, a default, or

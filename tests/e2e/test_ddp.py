@@ -3,7 +3,7 @@ rounding) to one process trained with the same global batch when dropout is off;
 rank draws its own masks (per-rank seeds), and a run stopped by SIGTERM on one rank stops on both at the
 same step and resumes bit for bit.
 
-Run as a script by torchrun (``python -m torch.distributed.run ... tests/test_ddp.py OUT``), it is the worker.
+Run as a script by torchrun (``python -m torch.distributed.run ... tests/e2e/test_ddp.py OUT``), it is the worker.
 """
 
 import os

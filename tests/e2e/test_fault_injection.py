@@ -3,7 +3,7 @@ each commit point, a torn CSV line) resume to the uninterrupted run's result bit
 directory agrees with itself after every graceful stop.
 
 Run as a script, this file is a ``run.py`` that pauses at a step so that the test can signal or kill it
-from outside (``python tests/test_fault_injection.py STEP MARKER overrides...``).
+from outside (``python tests/e2e/test_fault_injection.py STEP MARKER overrides...``).
 """
 
 import os
@@ -22,7 +22,7 @@ from experiments.runs.launch import run_experiment
 from experiments.runs.rundir import run_dir
 from experiments.train.files import read_json
 from experiments.train.trainer import Hooks, RunInterrupted
-from tests.helpers import ROOT, compose_config, torch_threads
+from tests.helpers import ROOT, compose_config, run_py, start_py, torch_threads
 
 STEPS = 24  # 360 training images, batch 32: 12 steps per epoch (the last one partial), 2 epochs
 # Dropout on: the RNG state at the stop matters.
@@ -278,9 +278,7 @@ def start_paused(tmp_path: Path, step: int, *extra: str) -> tuple[subprocess.Pop
     """This file as run.py, paused after ``step`` until a signal arrives; returns once it is there."""
     overrides = [f"runs_root={tmp_path}", *BASE, *extra]
     marker = tmp_path / "paused"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, __file__, str(step), str(marker), *overrides]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_py(__file__, str(step), str(marker), *overrides)
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()
@@ -290,9 +288,7 @@ def start_paused(tmp_path: Path, step: int, *extra: str) -> tuple[subprocess.Pop
 
 
 def rerun(overrides: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "run.py", *overrides]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    return run_py(*overrides, timeout=180)
 
 
 @pytest.mark.slow

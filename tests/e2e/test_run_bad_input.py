@@ -1,7 +1,6 @@
 """Every bad input gets one sentence naming the key or file and exit code 2, with no traceback and nothing
 written; genuine bugs still raise (traceback, exit 1) and mark a run that was training as failed."""
 
-import os
 import re
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import run
 from experiments.runs.rundir import run_dir
 from experiments.train.files import read_json
 from experiments.train.trainer import Hooks
-from tests.helpers import ROOT, compose_config
+from tests.helpers import ROOT, compose_config, harness_env, run_py
 
 BASE = ["trainer.epochs=2", "trainer.progress=false", "dataset.test_size=1437"]
 
@@ -149,17 +148,7 @@ def test_out_of_memory_fails_the_run_in_one_sentence(tmp_path, monkeypatch, caps
 
 
 def cli(*args, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("ADAMX_RUNS", None)
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_py(*args, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -190,8 +179,7 @@ def test_under_torchrun_a_refusal_on_rank_0_reaches_every_rank(tmp_path):
     path = run_dir(make_cfg(tmp_path)[0])
     path.mkdir(parents=True)
     (path / "config.yaml").write_text("seed: [0\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = harness_env()
     proc = subprocess.run(
         [
             sys.executable,

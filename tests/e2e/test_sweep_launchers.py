@@ -19,21 +19,12 @@ import torch
 from experiments.runs import requeue
 from experiments.train import signals
 from scripts import sweep_status
-from tests.helpers import ROOT, compose_config
+from tests.helpers import ROOT, compose_config, start_py
 
 
-def run_py(*args, timeout=600, **popen):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("ADAMX_RUNS", None)
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **popen,
-    )
+def run_py(*args, **popen):
+    """run.py in the background, stdout and stderr merged."""
+    return start_py(str(ROOT / "run.py"), *args, stderr=subprocess.STDOUT, **popen)
 
 
 # ---------------------------------------------------------------------- the config files

@@ -14,7 +14,7 @@ the defaults here (pass a gain to override it).
 
 Shapes. The assignment runs on fixed shapes (``dense_candidates`` and ``dense_ota_assign`` in
 ``experiments.tasks.detection.assign``): two host syncs per call on CUDA instead of ~60, the same positives as
-the per-level ``ratio_assign``/``ota_assign`` (tests/test_detection_sync_free.py).
+the per-level ``ratio_assign``/``ota_assign`` (tests/experiments/tasks/detection/test_loss.py).
 
 Scale. Like YOLOv7, the returned loss is that sum times the batch size (YOLOv7's gradients, and
 so its learning rates, refer to this scale); the components dict holds the three gained terms

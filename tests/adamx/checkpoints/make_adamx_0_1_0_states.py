@@ -1,5 +1,5 @@
 """Wrote adamx_0_1_0_states.pt with adamx 0.1.0 (main at 57bbda4: ``step`` a Python int, fused moment scales
-as floats), for tests/test_optim_validation.py. Kept for the record: run with that version's adamx on the path,
+as floats), for tests/adamx/test_validation.py. Kept for the record: run with that version's adamx on the path,
 ``git -C <checkout> switch --detach 57bbda4 && python tests/adamx/checkpoints/make_adamx_0_1_0_states.py``.
 
 Per case: the params and a deep copy of opt.state_dict() after 5 steps, and the params after 5 more steps on

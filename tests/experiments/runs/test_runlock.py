@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.helpers import compose_config
+from tests.helpers import compose_config, run_py, start_py
 
 from experiments.train.errors import UsageError
 from experiments.runs.launch import run_experiment
@@ -63,21 +63,11 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_stale_lock(tm
     cfg, overrides = make_cfg(tmp_path, "trainer.epochs=1")
     path = run_dir(cfg)
     path.mkdir(parents=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
-    )
+    holder = start_py("-c", HOLDER, str(path))
     try:
         assert holder.stdout.readline().strip() == "locked"
         # A sweep over seed 0 (held) and seed 1: the held job is reported in one sentence, the sweep goes on.
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "run.py"), "-m", "seed=0,1", *overrides],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        proc = run_py("-m", "seed=0,1", *overrides)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert f"error: {path} is in use by another process (PID {holder.pid} on " in proc.stderr
         assert "Traceback" not in proc.stderr
@@ -141,9 +131,7 @@ def test_missing_logs_beside_last_pt_are_refused(tmp_path):
 def test_deleting_the_lock_file_does_not_let_a_second_process_in(tmp_path):
     """A clean-up that deletes .run.lock while a run trains must not let another process train the same
     directory: the holder also locks the directory itself, which nothing can delete from under it."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
+    holder = start_py("-c", HOLDER, str(tmp_path))
     try:
         assert holder.stdout.readline().strip() == "locked"
         (tmp_path / LOCK_NAME).unlink()
