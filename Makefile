@@ -29,7 +29,7 @@ test: lint
 	$(PY) -m pytest
 
 test-fast: checkout
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n 2
 
 lint: checkout
 	$(PY) -m ruff check .

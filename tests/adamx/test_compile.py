@@ -87,6 +87,7 @@ def test_compiled_step_settles_and_matches_eager(make, rtol) -> None:
     _assert_close(eager, compiled, rtol)
 
 
+@pytest.mark.slow
 def test_compiled_step_with_a_changing_lr_and_16_bit_params() -> None:
     """An LR scheduler rewrites lr every step; bf16/fp16 parameters step on float32 working copies."""
     dtypes = (torch.float32, torch.bfloat16, torch.float16)

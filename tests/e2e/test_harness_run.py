@@ -57,6 +57,7 @@ def test_multirun_sweep_with_the_basic_launcher(tmp_path):
     assert not losses[0].equals(losses[1])  # seeds differ
 
 
+@pytest.mark.slow
 def test_unknown_option_is_refused_with_the_list_of_options(tmp_path):
     proc = run_py("optimizer=adamw", f"runs_root={tmp_path}")
     assert proc.returncode != 0

@@ -151,6 +151,7 @@ TABLES = {
 }
 
 
+@pytest.mark.slow
 def test_table_configs_hold_the_papers_settings():
     """Each CIFAR table's experiment file composes, per optimizer, to the paper's training settings."""
     import experiments.runs.rundir  # noqa: F401  (registers the resolver the run directory uses)

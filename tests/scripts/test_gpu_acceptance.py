@@ -142,6 +142,7 @@ def test_bench_train_applies_trainer_settings_to_both_loops(monkeypatch):
     assert (config.precision, config.channels_last, config.compile, config.epochs) == ("bf16", True, False, 1)
 
 
+@pytest.mark.slow
 def test_the_script_and_the_trainer_import_without_hydra_omegaconf_or_pycocotools(tmp_path):
     """The GPU image has torch, torchvision, numpy, pillow and scipy only: nothing else may be needed to start."""
     code = (
@@ -195,6 +196,7 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow
 def test_a_dying_check_and_a_sticky_error_lose_only_their_own_rows(monkeypatch, tmp_path, capsys):
     groups = [plant("ok"), plant("crash"), plant("sticky"), plant("ok_again")]
     code, rows, _ = run_main(monkeypatch, tmp_path, groups)
@@ -222,6 +224,7 @@ def test_exit_status_is_zero_only_without_a_fail(monkeypatch, tmp_path):
     assert code == 1 and rows["plant.fails"]["status"] == "FAIL"
 
 
+@pytest.mark.slow
 def test_the_deadline_kills_the_running_group_and_its_workers(monkeypatch, tmp_path):
     run_main(monkeypatch, tmp_path, [plant("ok")])  # the forkserver is up: the deadline below is the checks'
     groups = [plant("ok"), plant("sleeper", str(tmp_path)), plant("ok_again")]
@@ -333,6 +336,7 @@ def test_resume_runs_deterministic(monkeypatch):
     assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == before  # restored
 
 
+@pytest.mark.slow
 def test_loss_vs_cpu_fails_on_a_planted_autocast(monkeypatch):
     """The device side under bfloat16 autocast (the slip the row exists for) is far outside the tolerance."""
     import tools.acceptance.vs_cpu as vs_cpu
@@ -375,6 +379,7 @@ def test_a_synchronize_that_raises_after_a_check_becomes_a_row_not_an_exception(
     )
 
 
+@pytest.mark.slow
 def test_the_preloaded_modules_leave_cuda_untouched():
     """The forkserver imports these once; CUDA initialised there would be unusable in every group."""
     code = (

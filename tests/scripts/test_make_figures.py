@@ -81,6 +81,7 @@ def _run(root: Path, exp: str, opt: str, seed: int, steps: int = 200, epochs: in
     (d / "summary.json").write_text(json.dumps({"status": "finished"}))
 
 
+@pytest.mark.slow
 def test_run_figures_written_with_one_curve_per_optimizer(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for opt in ["adam", "adam+adafactor", "adam+adamx"]:
@@ -196,6 +197,7 @@ def fig5_run(root: Path, exp: str, opt: str, seed: int, sqrt_v: list[float]) -> 
     return d
 
 
+@pytest.mark.slow
 def test_telemetry_curves_are_group_0_medians_over_seeds(tmp_path: Path) -> None:
     fig5_run(tmp_path, "claims_fig5", "adamx", 0, [1.0, 2.0, 3.0, 4.0])
     fig5_run(tmp_path, "claims_fig5", "adamx", 1, [3.0, 2.0, 5.0, 4.0])

@@ -29,6 +29,7 @@ def run(root: Path, *extra: str) -> Path:
     return next(root.glob("*/digits_cnn/adamx/seed0"))
 
 
+@pytest.mark.slow
 def test_probes_write_their_files_and_change_nothing_that_is_trained(tmp_path: Path) -> None:
     probed = run(tmp_path / "a", "trainer.optim_stats_every=22", "trainer.full_loss_steps=[44,100]")
     plain = run(
@@ -57,6 +58,7 @@ def test_probes_write_their_files_and_change_nothing_that_is_trained(tmp_path: P
     assert full["full_loss"].is_monotonic_decreasing  # a constant small LR on a fresh CNN: it still falls
 
 
+@pytest.mark.slow
 def test_resumed_run_keeps_probe_rows_up_to_last_pt_only(tmp_path: Path, monkeypatch) -> None:
     original = probe_run.Probes.hooks
 
@@ -80,6 +82,7 @@ def test_resumed_run_keeps_probe_rows_up_to_last_pt_only(tmp_path: Path, monkeyp
     assert (optim["optimizer"] == "AdamX").all()  # the planted row (optimizer "0") was dropped
 
 
+@pytest.mark.slow
 def test_reset_v_restarts_the_state_at_its_step(tmp_path: Path) -> None:
     reset = run(tmp_path / "r", "+probe=reset_v", "probes.reset_v_at=88")
     plain = run(tmp_path / "p", "trainer.optim_stats_every=0")

@@ -172,6 +172,7 @@ def test_function_defaults_are_covered_by_the_body_and_module_code_by_the_file()
     assert by_after["return a - X"] == (5, 5)
 
 
+@pytest.mark.slow
 def test_report_leaves_out_results_whose_file_or_tests_changed():
     """A result recorded against other code or other tests is stale and must not count."""
     import tools.mutants.cli as cli

@@ -94,6 +94,7 @@ def test_identity_differences_edge_cases():
     assert identity_differences({"a": True}, {"a": 1}) == ["a: True -> 1"]
 
 
+@pytest.mark.slow
 def test_a_changed_setting_is_refused_on_resume_and_on_a_finished_run(tmp_path, monkeypatch):
     path = interrupted_run(tmp_path)
     before = {name: (path / name).read_bytes() for name in ("last.pt", "config.yaml", "train.csv")}
@@ -285,6 +286,7 @@ def _other(value):
     return 0.5  # None
 
 
+@pytest.mark.slow
 def test_every_config_key_is_decided():
     from experiments.runs.identity import _ignored
 

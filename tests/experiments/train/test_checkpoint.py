@@ -148,6 +148,7 @@ def sigterm_at(step):
     return Hooks(on_step_end=lambda t: os.kill(os.getpid(), signal.SIGTERM) if t.step == step else None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resident", ["true", "false"])
 def test_mid_epoch_resume_replays_the_augmentation_stream(tmp_path, resident, one_thread):
     """CIFAR augments every batch at random: on the device loader's generator (device_resident) or on the

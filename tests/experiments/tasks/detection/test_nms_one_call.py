@@ -40,6 +40,7 @@ def test_class_offsets_give_the_per_class_result_on_many_boxes(seed):
     assert torch.equal(scores[got], scores[want])
 
 
+@pytest.mark.slow
 def test_one_nms_call_per_image_whatever_the_number_of_boxes_and_classes(monkeypatch):
     calls = []
     real = postprocess.torchvision_nms

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT
 
 BLOCK = (
@@ -15,6 +17,7 @@ BLOCK = (
 )
 
 
+@pytest.mark.slow
 def test_the_21_class_task_builds_and_names_its_classes_without_scipy():
     code = BLOCK + (
         "from experiments.tasks.segmentation.task import SegmentationTask\n"
