@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     from tools.mutants import runner
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the coverage run and the mutants work in copies of the repo
     out.parent.mkdir(parents=True, exist_ok=True)
     done = read_results(out)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="adamx-mutants-"))

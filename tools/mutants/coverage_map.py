@@ -20,6 +20,7 @@ def build(root: Path, tests: list[str], sources: list[str], dest: Path) -> dict:
     """Run `tests` (the not-slow ones) in the repo copy `root` under coverage; return and save the map:
     {"lines": {source: {line: [nodeid, ...]}}, "seconds": {nodeid: seconds}}."""
     present = [t for t in tests if (root / t).exists()]
+    dest = dest.resolve()  # pytest runs in the copy `root`: relative paths would land there
     data_file = dest.with_suffix(".coverage")
     timing_file = dest.with_suffix(".timing.json")
     env = {
