@@ -33,6 +33,11 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/adamx/test_state.py",
             "tests/adamx/test_convert.py",
             "tests/adamx/test_param_groups.py",
+            "tests/adamx/test_compile_matrix.py",
+            "tests/adamx/test_edges.py",
+            "tests/adamx/test_fused_auto.py",
+            "tests/adamx/test_fused_horizon.py",
+            "tests/experiments/train/test_registered_schedule.py",
         ],
     },
     "experiments.train.schedule": {
@@ -52,6 +57,8 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/experiments/train/test_checkpoint.py",
             "tests/experiments/runs/test_identity.py",
             "tests/e2e/test_fault_injection.py",
+            "tests/experiments/train/test_commit_pins.py",
+            "tests/e2e/test_fault_campaign.py",
         ],
     },
     "experiments.runs.launch": {
@@ -67,6 +74,8 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/experiments/train/test_checkpoint.py",
             "tests/experiments/train/test_trainer.py",
             "tests/e2e/test_run_bad_input.py",
+            "tests/e2e/test_fault_campaign.py",
+            "tests/experiments/runs/test_devices.py",
         ],
     },
     "experiments.train.trainer": {
@@ -86,6 +95,9 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/experiments/train/test_tensorboard_log.py",
             "tests/experiments/train/test_checkpoint.py",
             "tests/e2e/test_fault_injection.py",
+            "tests/experiments/train/test_commit_pins.py",
+            "tests/experiments/train/test_probes.py",
+            "tests/e2e/test_fault_campaign.py",
         ],
     },
     "experiments.train.loaders": {
@@ -95,6 +107,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/experiments/train/test_loaders.py",
             "tests/experiments/train/test_trainer.py",
             "tests/experiments/train/test_checkpoint.py",
+            "tests/experiments/train/test_commit_pins.py",
         ],
     },
     "experiments.tasks": {
@@ -111,6 +124,8 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/experiments/tasks/segmentation/test_task.py",
             "tests/experiments/tasks/segmentation/test_loss.py",
             "tests/experiments/train/test_trainer.py",
+            "tests/experiments/tasks/detection/test_ddp_safety.py",
+            "tests/experiments/tasks/segmentation/test_no_scipy.py",
         ],
     },
     "experiments.tasks.detection": {
@@ -127,6 +142,9 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/experiments/tasks/detection/test_postprocess.py",
             "tests/experiments/tasks/detection/test_loss.py",
             "tests/experiments/tasks/detection/test_task.py",
+            "tests/experiments/tasks/detection/test_assign_rectangular.py",
+            "tests/experiments/tasks/detection/test_nms_one_call.py",
+            "tests/experiments/tasks/detection/test_ddp_safety.py",
         ],
     },
     "experiments.tasks.segmentation": {
@@ -171,6 +189,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/data/test_builders.py",
             "tests/scripts/test_make_tables.py",
             "tests/scripts/test_make_figures.py",
+            "tests/scripts/test_stats.py",
         ],
     },
     "adamx.state": {
@@ -179,6 +198,8 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/adamx/test_state.py",
             "tests/adamx/test_validation.py",
             "tests/adamx/test_convert.py",
+            "tests/adamx/test_edges.py",
+            "tests/adamx/test_fused_horizon.py",
         ],
     },
     "adamx.convert": {
@@ -188,17 +209,29 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     "experiments.runs.identity": {
         "sources": ["experiments/runs/identity.py"],
         "subprocess": ["tests/e2e/test_run_bad_input.py"],
-        "tests": ["tests/experiments/runs/test_identity.py", "tests/experiments/runs/test_launch.py"],
+        "tests": [
+            "tests/experiments/runs/test_identity.py",
+            "tests/experiments/runs/test_launch.py",
+            "tests/e2e/test_fault_campaign.py",
+        ],
     },
     "experiments.runs.runlock": {
         "sources": ["experiments/runs/runlock.py"],
         "subprocess": ["tests/experiments/runs/test_runlock.py", "tests/e2e/test_run_bad_input.py"],
-        "tests": ["tests/experiments/runs/test_runlock.py", "tests/experiments/runs/test_launch.py"],
+        "tests": [
+            "tests/experiments/runs/test_runlock.py",
+            "tests/experiments/runs/test_launch.py",
+            "tests/e2e/test_fault_campaign.py",
+        ],
     },
     "experiments.train.signals": {
         "sources": ["experiments/train/signals.py"],
         "subprocess": ["tests/e2e/test_fault_injection.py", "tests/e2e/test_sweep_launchers.py"],
-        "tests": ["tests/e2e/test_fault_injection.py", "tests/e2e/test_sweep_launchers.py"],
+        "tests": [
+            "tests/e2e/test_fault_injection.py",
+            "tests/e2e/test_sweep_launchers.py",
+            "tests/experiments/train/test_commit_pins.py",
+        ],
     },
     "experiments.runs.requeue": {
         "sources": ["experiments/runs/requeue.py"],
