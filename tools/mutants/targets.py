@@ -59,6 +59,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/e2e/test_fault_injection.py",
             "tests/experiments/train/test_commit_pins.py",
             "tests/e2e/test_fault_campaign.py",
+            "tests/experiments/train/test_signals.py",
         ],
     },
     "experiments.runs.launch": {
@@ -213,6 +214,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/experiments/runs/test_identity.py",
             "tests/experiments/runs/test_launch.py",
             "tests/e2e/test_fault_campaign.py",
+            "tests/experiments/runs/test_data_fingerprint.py",
         ],
     },
     "experiments.runs.runlock": {
@@ -222,6 +224,8 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/experiments/runs/test_runlock.py",
             "tests/experiments/runs/test_launch.py",
             "tests/e2e/test_fault_campaign.py",
+            "tests/experiments/runs/test_runlock_details.py",
+            "tests/scripts/test_sweep_status.py",
         ],
     },
     "experiments.train.signals": {
@@ -231,6 +235,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/e2e/test_fault_injection.py",
             "tests/e2e/test_sweep_launchers.py",
             "tests/experiments/train/test_commit_pins.py",
+            "tests/experiments/train/test_signals.py",
         ],
     },
     "experiments.runs.requeue": {

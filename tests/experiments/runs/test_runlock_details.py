@@ -1,0 +1,49 @@
+"""RunLock's file and the probe sweep_status uses: the lock file is rewritten whole (a longer stale text from
+an earlier holder leaves no tail), made with mode 0644 under the usual umask, and ``lock_held`` sees a holder
+that locks only the file (a run started by the previous release, or a file system without directory locks)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+
+import pytest
+
+from experiments.runs.runlock import LOCK_NAME, RunLock, lock_held
+from tests.helpers import start_py
+
+FILE_ONLY_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_lock_file_holds_exactly_this_process_and_is_0644(tmp_path):
+    (tmp_path / LOCK_NAME).write_text("PID 99999999 on a-much-longer-host-name-from-an-earlier-holder.example\n")
+    before = os.umask(0o022)
+    try:
+        with RunLock(tmp_path):
+            assert (tmp_path / LOCK_NAME).read_text() == f"PID {os.getpid()} on {socket.gethostname()}\n"
+        with RunLock(tmp_path):
+            assert stat.S_IMODE((tmp_path / LOCK_NAME).stat().st_mode) == 0o644
+    finally:
+        os.umask(before)
+
+
+@pytest.mark.slow
+def test_lock_held_sees_a_holder_of_the_file_alone(tmp_path):
+    assert lock_held(tmp_path) is None  # no lock file, nobody holds the directory
+    holder = start_py("-c", FILE_ONLY_HOLDER, str(tmp_path / LOCK_NAME))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert lock_held(tmp_path) is True
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_held(tmp_path) is False  # the file is there, nobody holds it
+    with RunLock(tmp_path):
+        assert lock_held(tmp_path) is True  # flock locks belong to open files: the probe sees this one too
