@@ -641,3 +641,31 @@ def test_conversion_refuses_a_step_that_was_never_taken(step) -> None:
     saved["state"][1]["step"] = step
     with pytest.raises(ValueError, match="step >= 1"):
         adamx.convert_state_dict(saved, "torch.optim.AdamW", "adam")
+
+
+# ---------------------------------------------------------------- the fused path's scale bookkeeping, key by key
+
+
+def test_fused_key_of_a_state_without_the_fused_entries_is_unscaled():
+    from adamx.state import fused_key
+
+    assert fused_key({}) == (1.0, 1.0, 1.0)
+    assert fused_key({"exp_avg_scale": 0.5}) == (0.5, 1.0, 1.0)
+    assert fused_key({"exp_avg_sq_scale": 0.25, "decay_carry": 0.9}) == (1.0, 0.25, 0.9)
+
+
+@pytest.mark.parametrize(("a", "b"), [(2.0, 1.0), (1.0, 3.0), (1.0, 2.0), (4.0, 8.0), (1.0, 1.0)])
+def test_make_exact_divides_each_moment_by_its_own_scale(a, b):
+    from adamx.state import make_exact
+
+    m, v = torch.tensor([2.0, -6.0]), torch.tensor([8.0, 24.0])
+    state = {
+        "exp_avg": m.clone(),
+        "exp_avg_sq": v.clone(),
+        "exp_avg_scale": a,
+        "exp_avg_sq_scale": b,
+        "decay_carry": 0.5,
+    }
+    make_exact(state)
+    assert torch.equal(state["exp_avg"], m / a) and torch.equal(state["exp_avg_sq"], v / b)
+    assert (state["exp_avg_scale"], state["exp_avg_sq_scale"], state["decay_carry"]) == (1.0, 1.0, 0.5)
