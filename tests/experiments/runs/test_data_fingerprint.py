@@ -69,3 +69,8 @@ def test_random_eval_transforms_hash_the_same_and_leave_the_callers_streams_alon
     hand = [Noisy()[i] for i in (0, 2, 4)]
     random.seed(1)
     assert _print(hand) == first[DATA_KEYS[2]]
+
+
+def test_the_fingerprint_is_16_hex_digits_of_sha256():
+    value = _print(BASE)
+    assert len(value) == 16 and int(value, 16) >= 0

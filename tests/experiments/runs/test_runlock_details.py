@@ -34,7 +34,6 @@ def test_the_lock_file_holds_exactly_this_process_and_is_0644(tmp_path):
         os.umask(before)
 
 
-@pytest.mark.slow
 def test_lock_held_sees_a_holder_of_the_file_alone(tmp_path):
     assert lock_held(tmp_path) is None  # no lock file, nobody holds the directory
     holder = start_py("-c", FILE_ONLY_HOLDER, str(tmp_path / LOCK_NAME))
@@ -47,3 +46,11 @@ def test_lock_held_sees_a_holder_of_the_file_alone(tmp_path):
     assert lock_held(tmp_path) is False  # the file is there, nobody holds it
     with RunLock(tmp_path):
         assert lock_held(tmp_path) is True  # flock locks belong to open files: the probe sees this one too
+
+
+def test_a_refusal_quotes_at_most_200_characters_of_the_holders_note(tmp_path):
+    from experiments.runs.runlock import RunLock as Lock
+
+    (tmp_path / LOCK_NAME).write_text("P" * 500)
+    message = str(Lock(tmp_path)._refuse())
+    assert ("(" + "P" * 200 + ",") in message and "P" * 201 not in message

@@ -41,3 +41,15 @@ def test_atomic_write_makes_missing_parent_folders(tmp_path):
     target = tmp_path / "a" / "b" / "c.txt"
     atomic_write(target, lambda handle: handle.write("x"))
     assert target.read_text() == "x"
+
+
+def test_under_submitit_its_preemption_signal_is_a_stop_signal_too(monkeypatch):
+    from experiments.train.signals import STOP_SIGNALS, stop_signals
+
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert stop_signals() == STOP_SIGNALS
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    assert stop_signals() == (*STOP_SIGNALS, signal.SIGUSR2)
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR1")  # already a stop signal: not listed twice
+    assert stop_signals() == STOP_SIGNALS
