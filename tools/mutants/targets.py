@@ -77,6 +77,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/e2e/test_run_bad_input.py",
             "tests/e2e/test_fault_campaign.py",
             "tests/experiments/runs/test_devices.py",
+            "tests/experiments/train/test_probes.py",
         ],
     },
     "experiments.train.trainer": {
@@ -99,6 +100,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
             "tests/experiments/train/test_commit_pins.py",
             "tests/experiments/train/test_probes.py",
             "tests/e2e/test_fault_campaign.py",
+            "tests/experiments/runs/test_rundir.py",
         ],
     },
     "experiments.train.loaders": {

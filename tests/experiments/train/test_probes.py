@@ -4,6 +4,8 @@ exactly as one without (train.csv and the final weights are bit-identical)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -126,3 +128,33 @@ def test_full_loss_without_a_training_set_loader_is_one_sentence(tmp_path):
 def test_bad_probe_settings_are_one_sentence(key, value, message):
     with pytest.raises(ValueError, match=message):
         TrainerConfig(**{key: value})
+
+
+def test_counters_start_at_zero_and_the_resume_line_says_where(tmp_path, capsys):
+    trainer = _trainer(tmp_path / "run", epochs=1)
+    summary = trainer.fit()
+    assert trainer.samples == 16 and summary["throughput_samples_per_s"] > 0
+    assert 0 < summary["train_time_s"] <= summary["wall_time_s"] < 30
+    capsys.readouterr()
+    assert _trainer(tmp_path / "run", epochs=2).resume()
+    assert capsys.readouterr().out.strip().endswith("from epoch 1, step 4")  # an epoch end: no "batch k"
+    state = torch.load(tmp_path / "run/last.pt", weights_only=True)
+    state["step"], state["batch_in_epoch"] = 6, 2  # as if stopped mid-epoch 2
+    torch.save(state, tmp_path / "run/last.pt")
+    assert _trainer(tmp_path / "run", epochs=2).resume()
+    assert capsys.readouterr().out.strip().endswith("from epoch 1, step 6 (batch 2 of epoch 2)")
+
+
+def test_full_loss_at_eval_alone_gets_its_loader_from_the_launcher(tmp_path):
+    from experiments.runs.launch import run_experiment
+    from tests.helpers import compose_config
+
+    overrides = [
+        f"runs_root={tmp_path}",
+        "trainer.epochs=1",
+        "trainer.progress=false",
+        "trainer.full_loss_at_eval=true",
+    ]
+    summary = run_experiment(compose_config(overrides), overrides)
+    full = pd.read_csv(Path(summary["run_dir"]) / "full_loss.csv")
+    assert full["at"].tolist() == ["eval"] and full.samples.iloc[0] > 1000
