@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -34,10 +35,11 @@ def _print_result(summary: dict) -> None:
         )
 
 
-def execute(cfg: DictConfig, overrides: list[str]) -> int:
-    """Run ``cfg``, print the outcome, and return the process exit code: 0 finished or skipped, 2 a setting,
-    file or run directory to fix (one sentence), 1 a failed run, 130 Ctrl-C (128 + N for a signal N).
-    Other exceptions are bugs: they propagate with their traceback (exit 1)."""
+def execute(cfg: DictConfig, overrides: list[str], hooks: Any = None) -> int:
+    """Run ``cfg`` (with the trainer ``hooks``, if any: scripts/probe_run.py), print the outcome, and return
+    the process exit code: 0 finished or skipped, 2 a setting, file or run directory to fix (one sentence),
+    1 a failed run, 130 Ctrl-C (128 + N for a signal N). Other exceptions are bugs: they propagate with their
+    traceback (exit 1)."""
     import torch
 
     from data import DatasetNotFoundError
@@ -48,7 +50,7 @@ def execute(cfg: DictConfig, overrides: list[str]) -> int:
 
     requeue = SubmititRequeue.capture()  # submitit's handler, before the trainer installs its own
     try:
-        summary = run_experiment(cfg, overrides)
+        summary = run_experiment(cfg, overrides, hooks=hooks)
     except (UsageError, DatasetNotFoundError) as error:  # bad setting, data path or run directory
         if show_tracebacks(cfg):
             raise

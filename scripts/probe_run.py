@@ -43,9 +43,6 @@ class Probes:
         if self.reset is not None:
             self.reset.on_epoch_end(trainer, epoch)
 
-    def close(self) -> None:
-        pass
-
 
 def probes_of(cfg: DictConfig) -> Probes:
     settings = cfg.get("probes") or {}
@@ -55,38 +52,16 @@ def probes_of(cfg: DictConfig) -> Probes:
 
 
 def execute(cfg: DictConfig, overrides: list[str]) -> int:
-    """Run ``cfg`` with its probes; the exit codes of run.py's ``execute`` (0 finished or skipped, 2 a setting
-    to fix, 1 failed, 128 + N for a signal N)."""
-    from data import DatasetNotFoundError
-    from experiments.runs.launch import run_experiment
-    from experiments.train.errors import UsageError, one_line
-    from experiments.train.trainer import RunInterrupted, TrainingFailed
+    """Run ``cfg`` with its probes through run.py's ``execute`` (the same exit codes and messages)."""
+    from experiments.train.errors import one_line
+    from run import execute as run_execute
 
     try:
         probes = probes_of(cfg)
     except (ValueError, TypeError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
-    try:
-        summary = run_experiment(cfg, overrides, hooks=probes.hooks())
-    except (UsageError, DatasetNotFoundError, ValueError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
-    except TrainingFailed as error:
-        print(f"failed: {error}", file=sys.stderr)
-        return 1
-    except RunInterrupted as stop:
-        print(f"interrupted: {stop}", file=sys.stderr)
-        return stop.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume from last.pt.", file=sys.stderr)
-        return 130
-    finally:
-        probes.close()
-    if summary.get("skipped"):
-        print(f"already {summary.get('status')}: {summary.get('run_dir')} (pass force=true to run it again)")
-    print(f"run directory: {summary.get('run_dir')}  status: {summary.get('status')}")
-    return 1 if summary.get("status") == "failed" else 0
+    return run_execute(cfg, overrides, hooks=probes.hooks())
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")

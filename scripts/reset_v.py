@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from adamx.adamx import AdaptiveMomentOptimizer
+from experiments.train.errors import UsageError
 
 MARKER = "reset_v.json"
 
@@ -38,7 +39,7 @@ def reset_adaptive_state(optimizer: torch.optim.Optimizer) -> int:
     """Restart an AdamX-family or AdaX optimizer's state (step 0, m = 0, v = 0) for every parameter that
     has state; return how many. Any other optimizer is refused with a sentence."""
     if not isinstance(optimizer, AdaptiveMomentOptimizer):
-        raise ValueError(
+        raise UsageError(
             f"probes.reset_v_at restarts AdamX's state, but this run's optimizer is "
             f"{type(optimizer).__name__}; use it with optimizer=adamx (or adam, adam_*, adax), or drop +probe=reset_v."
         )
@@ -70,7 +71,7 @@ class ResetV:
 
     def __init__(self, at: int) -> None:
         if at < 1:
-            raise ValueError(f"probes.reset_v_at={at} must be a step >= 1 (an epoch end), or null.")
+            raise UsageError(f"probes.reset_v_at={at} must be a step >= 1 (an epoch end), or null.")
         self.at = int(at)
 
     def _marker(self, trainer: Any) -> Path:
@@ -80,7 +81,7 @@ class ResetV:
         if trainer.step % trainer.steps_per_epoch:
             raise ValueError("ResetV runs at epoch ends only")  # the trainer's contract; never user-caused
         if self.at % trainer.steps_per_epoch:
-            raise ValueError(
+            raise UsageError(
                 f"probes.reset_v_at={self.at} is not an epoch end ({trainer.steps_per_epoch} steps per epoch); "
                 f"use a multiple, e.g. {self.at - self.at % trainer.steps_per_epoch}."
             )

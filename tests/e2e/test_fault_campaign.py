@@ -237,7 +237,7 @@ def test_a_short_write_inside_torch_save_names_the_file_not_the_zip_writer(tmp_p
 
 
 def _with_hooks(real, hooks):
-    return lambda cfg, overrides: real(cfg, overrides, hooks=hooks)
+    return lambda cfg, overrides, hooks=None, _hooks=hooks: real(cfg, overrides, hooks=_hooks)
 
 
 # ---------------------------------------------------------------------- 4. other data behind dataset.root

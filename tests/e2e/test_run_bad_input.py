@@ -120,7 +120,9 @@ def test_a_bug_during_training_raises_and_marks_the_run_failed(tmp_path, monkeyp
         raise ZeroDivisionError("a bug in a hook")
 
     real = launch.run_experiment
-    monkeypatch.setattr(launch, "run_experiment", lambda c, o: real(c, o, hooks=Hooks(on_epoch_end=crash)))
+    monkeypatch.setattr(
+        launch, "run_experiment", lambda c, o, hooks=None: real(c, o, hooks=Hooks(on_epoch_end=crash))
+    )
     cfg, overrides = make_cfg(tmp_path)
     with pytest.raises(ZeroDivisionError):  # not turned into exit 2: Hydra prints its traceback, exit 1
         run.execute(cfg, overrides)
@@ -136,7 +138,9 @@ def test_out_of_memory_fails_the_run_in_one_sentence(tmp_path, monkeypatch, caps
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.\nTried to allocate 2.00 GiB")
 
     real = launch.run_experiment
-    monkeypatch.setattr(launch, "run_experiment", lambda c, o: real(c, o, hooks=Hooks(on_epoch_end=oom)))
+    monkeypatch.setattr(
+        launch, "run_experiment", lambda c, o, hooks=None: real(c, o, hooks=Hooks(on_epoch_end=oom))
+    )
     cfg, overrides = make_cfg(tmp_path)
     assert run.execute(cfg, overrides) == 1
     err = capsys.readouterr().err.strip()

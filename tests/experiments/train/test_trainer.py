@@ -237,7 +237,9 @@ def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path, monkeypatch, capsys):
     cfg, overrides = make_cfg(tmp_path, "trainer.epochs=2")
     real = launch.run_experiment
     monkeypatch.setattr(
-        launch, "run_experiment", lambda c, o: real(c, o, hooks=Hooks(on_epoch_end=_interrupt_at_1))
+        launch,
+        "run_experiment",
+        lambda c, o, hooks=None: real(c, o, hooks=Hooks(on_epoch_end=_interrupt_at_1)),
     )
     assert run.execute(cfg, overrides) == 130
     assert "re-run the same command" in capsys.readouterr().err
