@@ -46,10 +46,10 @@ def _flatten(
     detections: Sequence[np.ndarray], ground_truths: Sequence[dict[str, Any]]
 ) -> dict[str, np.ndarray]:
     """Concatenate per-image arrays; per detection, its best same-class box (global index) and that IoU."""
-    det_img, det_box, det_score, det_cls, best_iou, best_gt = [], [], [], [], [], []
+    det_score, det_cls, best_iou, best_gt = [], [], [], []
     gt_cls, gt_diff = [], []
     offset = 0
-    for i, (det, gt) in enumerate(zip(detections, ground_truths, strict=True)):
+    for det, gt in zip(detections, ground_truths, strict=True):
         det = np.asarray(det, dtype=np.float64).reshape(-1, 6)
         boxes = np.asarray(gt["boxes"], dtype=np.float64).reshape(-1, 4)
         labels = np.asarray(gt["labels"], dtype=np.int64).reshape(-1)
@@ -64,8 +64,6 @@ def _flatten(
         else:
             best_iou.append(np.full(len(det), -1.0))
             best_gt.append(np.full(len(det), -1, dtype=np.int64))
-        det_img.append(np.full(len(det), i))
-        det_box.append(det[:, :4])
         det_score.append(det[:, 4])
         det_cls.append(cls)
         gt_cls.append(labels)

@@ -367,3 +367,22 @@ def test_device_loader_gives_every_rank_the_same_number_of_steps(tmp_path, one_t
     assert len(set(lengths)) == 1 and lengths[0] == size // world
     single = DeviceEpochLoader(bundle.device_loader, 1, False, torch.device("cpu"), 0)
     assert len(single) == size  # one process keeps the partial batch, as GlobalBatchSampler does
+
+
+def test_a_loss_scaler_state_is_dropped_where_the_run_has_no_scaler(tmp_path):
+    """A checkpoint of a float16 run on a GPU carries GradScaler's state; resumed where there is no scaler
+    (the CPU fallback) the weights, optimizer and counters come back and the scaler state is left aside."""
+    from experiments.train.checkpoint import restore, training_state
+    from tests.helpers import tiny_trainer
+
+    torch.manual_seed(0)
+    source = tiny_trainer(tmp_path / "a")
+    source.step, source.epoch = 7, 1
+    state = training_state(source)
+    state["scaler"] = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000}
+    target = tiny_trainer(tmp_path / "b")
+    assert target.scaler is None
+    restore(target, state)
+    assert (target.step, target.epoch) == (7, 1) and target.scaler is None
+    for a, b in zip(source.model.parameters(), target.model.parameters(), strict=True):
+        assert torch.equal(a, b)

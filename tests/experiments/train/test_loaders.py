@@ -413,3 +413,21 @@ def test_a_prediction_outside_the_classes_is_counted_as_bad(pred_value):
     assert cm.mat.tolist() == [[0, 0], [1, 1]]
     with pytest.raises(ValueError):
         cm.reduce(lambda t: t)
+
+
+def test_sharded_length_counts_the_batches_left_after_a_resume():
+    """Two processes, 10 samples, global batch 4 (drop_last forced): 2 batches of 2 per rank. A resume at
+    batch 1 leaves 1 batch (2 indices) per rank, one past the end leaves none; set_epoch without a start
+    begins the next epoch at its first batch again."""
+    s = GlobalBatchSampler(10, 4, seed=0, rank=1, world_size=2)
+    assert len(s) == 4 and len(list(s)) == 4
+    s.set_epoch(0, 1)
+    assert len(s) == 2 and len(list(s)) == 2
+    s.set_epoch(0, 3)
+    assert len(s) == 0 and list(s) == []
+    s.set_epoch(1)
+    assert len(s) == 4 and len(list(s)) == 4
+    one = GlobalBatchSampler(10, 4, seed=0, drop_last=False)
+    one.set_epoch(0, 2)
+    one.set_epoch(1)
+    assert len(one) == 10 and sorted(one) == list(range(10))

@@ -356,3 +356,27 @@ def test_dense_assigners_pick_the_per_level_positives_in_order(seed, one_thread)
     dense = dense_ota_assign(flatten_levels(preds), targets, candidates, 20).per_level(shapes)
     assert sum(len(m) for m in ota) >= 10
     assert as_rows(dense) == as_rows(ota)
+
+
+def test_class_loss_is_counted_from_two_classes_and_skipped_for_one():
+    """YOLOv7 skips the class term only for a single class: with two, a positive whose class logits
+    say 'no' costs class loss; with one, the class term is exactly 0."""
+    targets = torch.tensor([[0.0, 1, 60, 70, 30, 40]])
+    two = YoloLoss(ANCHORS, STRIDES, 2, assigner="ratio")
+    _, parts = two(background(1, 2), targets)
+    assert parts["cls"].item() > 0.1
+    one = YoloLoss(ANCHORS, STRIDES, 1, assigner="ratio")
+    _, parts = one(background(1, 1), targets[:, [0, 1, 2, 3, 4, 5]] * torch.tensor([1, 0, 1, 1, 1, 1]))
+    assert parts["cls"].item() == 0.0
+
+
+def test_levels_are_the_anchors_first_dimension_not_anchors_per_level():
+    """Two levels of three anchors each (not square, unlike YOLOv7-tiny's 3 x 3): the loss takes
+    two strides and two balance weights, and a third stride is refused by name."""
+    anchors, strides, grids = ANCHORS[:2], STRIDES[:2], GRIDS[:2]
+    loss_fn = YoloLoss(anchors, strides, 2, balance=(4.0, 1.0), assigner="ratio")
+    preds = [torch.full((1, 3, ny, nx, 7), -12.0) for ny, nx in grids]
+    loss, _ = loss_fn(preds, torch.tensor([[0.0, 1, 60, 70, 30, 40]]))
+    assert torch.isfinite(loss) and loss > 0
+    with pytest.raises(ValueError, match="anchors have 2 levels"):
+        YoloLoss(anchors, STRIDES, 2, balance=(4.0, 1.0, 0.4))

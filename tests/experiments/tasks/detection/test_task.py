@@ -275,3 +275,25 @@ def test_multi_label_equals_the_definition_on_random_boxes():
 
 def test_detection_task_evaluates_in_multi_label_mode_by_default():
     assert DetectionTask(num_classes=3).multi_label is True
+
+
+def test_one_process_gets_the_plain_loss_gradient(bundle):
+    """Without a process group the gradient is not scaled: the task's loss backpropagates exactly the
+    YOLO loss's gradient (DDP's world_size factor is 1)."""
+    torch.manual_seed(0)
+    task = build_task("detection", num_classes=20, img_size=SIZE, assigner="ratio")
+    model = build_model("yolov7_tiny", num_classes=20, img_size=SIZE)
+    batch = task.collate([bundle.train[i] for i in range(2)])
+    task.loss(model, batch).backward()
+    via_task = [p.grad.clone() for p in model.detect.parameters()]
+    model.zero_grad(set_to_none=True)
+    preds = model(batch[0])
+    task.loss_fn(model)([p.float() for p in preds], batch[1])[0].backward()
+    for a, b in zip(via_task, model.detect.parameters(), strict=True):
+        torch.testing.assert_close(a, b.grad, rtol=0, atol=0)
+
+
+def test_default_thresholds_are_yolov7_test_py():
+    """YOLOv7's test.py scores mAP with conf_thres 0.001, iou_thres 0.65 and at most 300 detections."""
+    task = DetectionTask()
+    assert (task.conf_thres, task.iou_thres, task.max_det, task.multi_label) == (0.001, 0.65, 300, True)

@@ -78,3 +78,18 @@ def test_loss_and_sampled_loss_use_no_cuda_nondeterministic_op():
             fn(model, (images, target)).backward()
         flagged = sorted(n for n in ops.names if any(f in n for f in FLAGGED))
         assert not flagged, f"{fn.__name__} runs {flagged}"
+
+
+def test_dice_with_one_labelled_class_is_that_class_alone():
+    """Only class 2 is labelled (the rest ignored): the mean over labelled classes is that class's 1 - Dice,
+    computed here by hand from its definition; with nothing labelled the loss is 0, not NaN."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(1, 4, 3, 5, generator=g)
+    target = torch.full((1, 3, 5), 255)
+    target[0, 1, 1:4] = 2
+    probs = torch.softmax(logits, dim=1)[0, 2]
+    mask = target[0] == 2
+    inter = probs[mask].sum()
+    dice = (2 * inter + 1.0) / (probs[mask].sum() + mask.sum() + 1.0)
+    assert soft_dice_loss(logits, target).item() == pytest.approx(1 - dice.item(), rel=1e-6)
+    assert soft_dice_loss(logits, torch.full((1, 3, 5), 255)).item() == 0.0
