@@ -941,3 +941,70 @@ def test_tests_from_committed_csv_reproduce_the_runs_tests(tmp_path: Path) -> No
     want = stats.ttest_ind(np.log10([0.5, 1.0, 1.5]), np.log10([0.05, 0.1, 0.15]), equal_var=False).pvalue
     assert float(loss["p_welch"]) == pytest.approx(want, rel=1e-8)
     assert next(r for r in a if r["quantity"] == "top1_err")["scale"] == "linear"
+
+
+# ---------------------------------------------------------------- the landmark tables' own steps (default arguments)
+
+
+def _epoch_run(root: Path, exp: str, opt: str, last_step: int, losses: list[float]) -> None:
+    """A run at 44 steps per epoch whose train.csv holds the epoch ending at ``last_step`` (the window of
+    every landmark in that epoch) with the given per-step losses."""
+    d = write_exact_run(
+        root,
+        exp,
+        opt,
+        0,
+        {"top1_err": [3.0], "loss": [0.1]},
+        "running",
+        summary_extra={"steps_per_epoch": 44},
+    )
+    steps = range(last_step - 43, last_step + 1)
+    body = "".join(f"{s},{(s - 1) // 44 + 1},{v},0.1,0\n" for s, v in zip(steps, losses, strict=True))
+    (d / "train.csv").write_text("step,epoch,loss,lr,time\n" + body)
+
+
+def _landmark_cells(path: Path, optimizer: str) -> dict[str, tuple[str, str]]:
+    return {
+        r["quantity"]: (r["mean"], r["n"]) for r in csv.DictReader(path.open()) if r["optimizer"] == optimizer
+    }
+
+
+def test_claims_fig5_landmarks_default_to_the_papers_steps(tmp_path: Path) -> None:
+    """claims_fig5: loss at 19,344, 37,488, 41,976, 46,376 and 62,480 and the area after 19,344; 19,344
+    lies in the epoch of steps 19,317-19,360 at 44 steps per epoch."""
+    _epoch_run(tmp_path / "runs", "claims_fig5", "adamx", 19360, [1.0] * 22 + [3.0] * 22)
+    make_tables.make_tables(tmp_path / "runs", tmp_path / "out")
+    cells = _landmark_cells(tmp_path / "out" / "claims_fig5_landmarks.csv", "adamx")
+    assert list(cells) == [
+        "loss@19344",
+        "loss@37488",
+        "loss@41976",
+        "loss@46376",
+        "loss@62480",
+        "area>19344",
+        "area>19344 trend",
+        "area>19344 spikes",
+    ]
+    assert cells["loss@19344"] == ("2", "1") and cells["loss@37488"] == ("", "0")
+
+
+def test_mechanism_landmarks_default_to_the_restart_and_the_horizon(tmp_path: Path) -> None:
+    """claims_fig5_mechanism: loss at 41,976 (the restart), 46,376 and 62,480 (T, the end of epoch 1,420)."""
+    _epoch_run(tmp_path / "runs", "claims_fig5_wd0", "adamx", 62480, [0.5] * 44)
+    make_tables.make_tables(tmp_path / "runs", tmp_path / "out", experiment_prefix="claims_fig5_mechanism")
+    cells = _landmark_cells(tmp_path / "out" / "claims_fig5_mechanism_landmarks.csv", "claims_fig5_wd0:adamx")
+    # the log holds only the last epoch: the earlier landmarks' windows have no steps
+    assert cells == {"loss@41976": ("", "0"), "loss@46376": ("", "0"), "loss@62480": ("0.5", "1")}
+
+
+def test_steps_per_epoch_counts_train_csv_when_the_summary_lacks_it(tmp_path: Path) -> None:
+    from scripts.results_io import read_run, steps_per_epoch
+
+    d = write_exact_run(tmp_path, "e", "adam", 0, None, "running")
+    run = read_run(d)
+    assert steps_per_epoch(run) is None  # no train.csv yet
+    (d / "train.csv").write_text("step,loss\n1,2.0\n2,1.5\n")
+    assert steps_per_epoch(run) is None  # no epoch column: cannot be counted
+    (d / "train.csv").write_text("step,epoch,loss\n1,1,2.0\n2,1,1.5\n3,1,1.4\n4,2,1.2\n")
+    assert steps_per_epoch(run) == 3
+    assert steps_per_epoch(run, pd.DataFrame({"epoch": []})) is None

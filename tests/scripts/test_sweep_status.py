@@ -293,3 +293,56 @@ def test_one_odd_summary_is_reported_unreadable_and_the_rest_printed(tmp_path, c
     if odd != "null":  # JSON null reads as "no summary yet": the config.yaml decides
         assert "1 unreadable" in out
         assert f"unreadable {bad}: summary.json or config.yaml holds unexpected values" in out
+
+
+def test_json_is_indented_two_spaces_and_a_starting_run_is_at_step_0(tmp_path, capsys):
+    path = tmp_path / "default" / "digits_cnn" / "lion" / "seed3"
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"experiment_name": "default", "seed": 3}))
+    assert sweep_status.main([str(tmp_path), "--json"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out)
+    assert out == json.dumps(data, indent=2) + "\n"
+    assert '\n  "totals": {\n    "starting": 1\n  },\n' in out
+    run = data["runs"][0]
+    assert (run["status"], run["epochs_done"], run["step"], run["total_steps"]) == ("starting", 0, 0, None)
+
+
+def test_a_run_in_its_first_epoch_before_steps_per_epoch_is_known(tmp_path, capsys):
+    """summary.json says epochs_done 0 and no steps_per_epoch yet: epoch 0/4, no percentage, no ETA."""
+    path = make_run(tmp_path, "adam", 0, "running", epochs_done=0, step=10, t=5.0)
+    summary = json.loads((path / "summary.json").read_text())
+    del summary["steps_per_epoch"]
+    (path / "summary.json").write_text(json.dumps(summary))
+    assert sweep_status.main([str(tmp_path)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if " running " in line)
+    assert row.split() == [
+        "table3",
+        "digits_cnn",
+        "adam",
+        "0",
+        "running",
+        "0/4",
+        "top1_err",
+        "5",
+        "1234.5/s",
+        "-",
+    ]
+    run = sweep_status.read_run(path)
+    assert (run.epochs_done, run.step, run.total_steps, run.seconds_per_step) == (0, 10, None, 0.5)
+
+
+def test_a_train_csv_behind_the_summary_does_not_move_the_step_back(tmp_path):
+    """summary.json (epoch 2 done, 90 steps) is newer than train.csv's last flushed row (step 80): the
+    summary's step stands, and no pace is taken from the lagging log."""
+    path = make_run(tmp_path, "adam", 0, "running", epochs_done=2, step=80, t=40.0)
+    run = sweep_status.read_run(path)
+    assert (run.step, run.total_steps, run.seconds_per_step, run.eta_s) == (90, 180, None, None)
+
+
+def test_finished_runs_pace_prices_a_running_job_not_measured_yet():
+    """A running job without a measured pace counts with the mean duration of the runs measured so far."""
+    done = sweep_status.RunStatus(path="a", status="finished", seconds_per_step=0.5, total_steps=100)
+    fresh = sweep_status.RunStatus(path="b", status="running")
+    assert sweep_status.sweep_eta([done, fresh]) == pytest.approx(50.0)
+    assert sweep_status.sweep_eta([sweep_status.RunStatus(path="a", status="finished"), fresh]) is None
