@@ -351,6 +351,12 @@ def _check_loader_keys(data: DictConfig) -> None:
             )
 
 
+def _pin_memory(data: DictConfig, device: torch.device) -> bool:
+    """Whether the DataLoaders pin host memory: on CUDA unless dataset.pin_memory=false; never on other
+    devices (a CPU run has no copy to speed up)."""
+    return device.type == "cuda" and data.get("pin_memory", True)
+
+
 def _build_data(cfg: DictConfig):
     from data import DatasetNotFoundError, build_datasets
 
@@ -400,7 +406,7 @@ def build_trainer(
         interval = hessian_update_interval(cfg.optimizer)
 
     data = cfg.dataset
-    pin = dist.device.type == "cuda" and data.get("pin_memory", True)
+    pin = _pin_memory(data, dist.device)
     device_loader = getattr(bundle, "device_loader", None)
     train_eval = None  # the training set as an evaluation loader, for trainer.full_loss_* (probes.py)
     with _settings("dataset"):

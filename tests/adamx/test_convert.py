@@ -250,3 +250,42 @@ def test_torch_adam_with_l2_penalty_is_refused() -> None:
     _train(opt, params, 0, 2)
     with pytest.raises(ValueError, match="L2 penalty"):
         adamx.convert_state_dict(opt.state_dict(), "torch.optim.AdamW", "adam")
+
+
+def test_torch_adam_without_weight_decay_converts_like_adamw() -> None:
+    """torch.optim.Adam with weight_decay=0 in every group adds no L2 term: it is AdamW with no decay, so it
+    converts (only a nonzero L2 penalty is refused)."""
+    params = _params()
+    opt = torch.optim.Adam([{"params": params, "lr": 1e-3, "weight_decay": 0.0}], foreach=False)
+    _train(opt, params, 0, 3)
+    saved = opt.state_dict()
+    assert saved["param_groups"][0]["decoupled_weight_decay"] is False
+    converted = adamx.convert_state_dict(saved, "torch.optim.AdamW", "adam")
+    for pid, st in saved["state"].items():
+        expected = (st["exp_avg_sq"].double() / (1 - 0.999**3)).float()
+        assert torch.equal(converted["state"][pid]["exp_avg_sq"], expected)
+
+
+def test_an_adamw_group_saved_without_the_decoupled_weight_decay_key_converts() -> None:
+    """torch's AdamW state_dicts from before ``decoupled_weight_decay`` existed lack the key: AdamW decays the
+    weights, so a missing key with weight_decay != 0 is AdamW's decay, not Adam's L2 penalty."""
+    saved = _adamw_state()
+    for group in saved["param_groups"]:
+        del group["decoupled_weight_decay"]
+    assert saved["param_groups"][0]["weight_decay"] == 0.05
+    converted = adamx.convert_state_dict(saved, "torch.optim.AdamW", "adamx")
+    assert [g["weight_decay"] for g in converted["param_groups"]] == [0.05, 0.0]
+
+
+def test_beta2_zero_round_trips_with_v_unchanged() -> None:
+    """beta2 = 0 (v is the last squared gradient; 1 - 0^t = 1): both directions keep v as it is, where
+    log1p(beta2 - 1) would be log(0)."""
+    params = _params()
+    source = torch.optim.AdamW(_groups(params), betas=(0.9, 0.0), foreach=False)
+    _train(source, params, 0, 3)
+    saved = source.state_dict()
+    to_adam = adamx.convert_state_dict(saved, "torch.optim.AdamW", "adam")
+    back = adamx.convert_state_dict(to_adam, "adam", "torch.optim.AdamW")
+    for pid, st in saved["state"].items():
+        assert torch.equal(to_adam["state"][pid]["exp_avg_sq"], st["exp_avg_sq"])
+        assert torch.equal(back["state"][pid]["exp_avg_sq"], st["exp_avg_sq"])

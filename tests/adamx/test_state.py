@@ -669,3 +669,69 @@ def test_make_exact_divides_each_moment_by_its_own_scale(a, b):
     make_exact(state)
     assert torch.equal(state["exp_avg"], m / a) and torch.equal(state["exp_avg_sq"], v / b)
     assert (state["exp_avg_scale"], state["exp_avg_sq_scale"], state["decay_carry"]) == (1.0, 1.0, 0.5)
+
+
+def _moments() -> dict:
+    return {
+        "step": torch.tensor(3.0),
+        "exp_avg": torch.tensor([2.0, -4.0]),
+        "exp_avg_sq": torch.tensor([8.0, 12.0]),
+    }
+
+
+def test_canonical_state_of_a_state_without_fused_entries_is_unscaled():
+    """A live state lacking the fused entries (written before they existed, or by another tool) exports as
+    one whose missing entries are 1.0: nothing to unscale, no fused_* copy."""
+    live = _moments()
+    out = canonical_state(live)
+    assert set(out) == {"step", "exp_avg", "exp_avg_sq"} and out["exp_avg"] is live["exp_avg"]
+    partial = canonical_state({**live, "exp_avg_scale": 2.0})  # only m scaled: v and the carry count as 1.0
+    assert partial["exp_avg"].tolist() == [1.0, -2.0] and partial["exp_avg_sq"].tolist() == [8.0, 12.0]
+    assert (
+        partial["fused_exp_avg_scale"],
+        partial["fused_exp_avg_sq_scale"],
+        partial["fused_decay_carry"],
+    ) == (
+        2.0,
+        1.0,
+        1.0,
+    )
+
+
+def test_an_export_from_before_the_decay_carry_loads_with_carry_one():
+    """fused_* entries without fused_decay_carry (saved before the carry existed): the scales come back and
+    the carry is 1.0 (nothing carried)."""
+    live = {**_moments(), "exp_avg_scale": 2.0, "exp_avg_sq_scale": 4.0, "decay_carry": 1.5}
+    saved = canonical_state(live)
+    del saved["fused_decay_carry"]
+    back = internal_state(saved)
+    assert (back["exp_avg_scale"], back["exp_avg_sq_scale"], back["decay_carry"]) == (2.0, 4.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda t: t.double(), lambda t: t.reshape(1, -1)],
+    ids=["another-dtype", "another-shape"],
+)
+def test_a_fused_copy_of_another_dtype_or_shape_than_the_exported_moment_is_not_used(change):
+    """exact_moment of the fused copy must equal the exported moment in dtype and shape too (a converted or
+    hand-edited state): otherwise the exported moment wins with scale 1; the other slot still restores."""
+    live = {**_moments(), "exp_avg_scale": 2.0, "exp_avg_sq_scale": 4.0, "decay_carry": 1.5}
+    saved = canonical_state(live)
+    saved["fused_exp_avg"] = change(saved["fused_exp_avg"])
+    back = internal_state(saved)
+    assert back["exp_avg"] is saved["exp_avg"] and back["exp_avg_scale"] == 1.0
+    assert back["exp_avg_sq"] is live["exp_avg_sq"] and back["exp_avg_sq_scale"] == 4.0
+
+
+def test_live_state_in_place_leaves_no_exported_entry_behind():
+    """ZeroRedundancyOptimizer writes the exported state straight into optimizer.state: in place, it becomes
+    the live layout (scaled moments and their scales back) and no fused_* entry stays."""
+    from adamx.state import live_state_in_place
+
+    live = {**_moments(), "exp_avg_scale": 2.0, "exp_avg_sq_scale": 4.0, "decay_carry": 1.5}
+    state = canonical_state(live)
+    live_state_in_place(state)
+    assert sorted(state) == sorted(live)
+    assert state["exp_avg"] is live["exp_avg"] and state["exp_avg_sq"] is live["exp_avg_sq"]
+    assert (state["exp_avg_scale"], state["exp_avg_sq_scale"], state["decay_carry"]) == (2.0, 4.0, 1.5)

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -259,3 +260,46 @@ def test_one_odd_summary_is_reported_and_the_rest_measured(tmp_path, capsys, odd
     assert gpu_slots.main([str(tmp_path), "--gpu-memory-gb", "80"]) == 0
     captured = capsys.readouterr()
     assert "swinv2_s" in captured.out and f"unreadable: {tmp_path / 'b' / 'summary.json'}" in captured.err
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_claiming_and_releasing_leaks_no_file_descriptor(tmp_path):
+    """A sweep worker claims and releases a slot per run: 50 cycles leave as many open files as before."""
+    claim_gpu(device_count=1, lock_dir=tmp_path, wait=False).release()  # imports and lazy opens done
+    before = _open_fds()
+    for _ in range(50):
+        claim = claim_gpu(device_count=1, lock_dir=tmp_path, wait=False)
+        claim.release()
+        assert not claim.held
+    assert _open_fds() == before
+
+
+def test_the_lock_file_names_only_the_current_holder(tmp_path):
+    """A longer note left by an earlier holder is replaced whole, not overwritten in part."""
+    (tmp_path / "gpu-0.slot0.lock").write_text("99999999 an-earlier-and-much-longer-host-name.example 2020\n" * 3)
+    with claim_gpu(device_count=1, lock_dir=tmp_path, wait=False) as claim:
+        text = claim.path.read_text()
+    assert text.count("\n") == 1 and text.endswith("\n"), text
+    pid, host, when = text.split(" ")
+    assert (int(pid), host) == (os.getpid(), socket.gethostname())
+    assert len(when) == len("2024-01-31T12:00:00\n")
+
+
+def test_recommendation_edges():
+    """A peak of 0 bytes (a run that kept nothing on the GPU) is valid: the context alone sets the count; a
+    total of 1 byte is positive: one job."""
+    assert recommend_jobs_per_gpu(0, 80 * 2**30) == 64  # floor(0.8 * 80 GiB / 1 GiB of context)
+    assert recommend_jobs_per_gpu(0, 1) == 1
+    with pytest.raises(ValueError, match="got -1 and"):
+        recommend_jobs_per_gpu(-1, 80 * 2**30)
+
+
+def test_recommendation_cli_without_a_gpu_asks_for_its_memory(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_slots.main([str(tmp_path)]) == 2
+    assert "pass --gpu-memory-gb" in capsys.readouterr().err

@@ -354,3 +354,24 @@ def test_the_training_layer_works_without_omegaconf(monkeypatch):
     assert trainer.Trainer is not None
     module = importlib.import_module("experiments.train.provenance")
     assert json.loads(json.dumps(module.versions()))["torch"] == torch.__version__
+
+
+def test_loader_keys_accept_their_least_values_and_name_what_is_below():
+    """batch_size and eval_batch_size >= 1 and num_workers >= 0 (or unset): the least values are accepted;
+    one below is refused naming the key and its least value."""
+    least = {"batch_size": 1, "eval_batch_size": 1, "num_workers": 0}
+    launch._check_loader_keys(OmegaConf.create(least))
+    launch._check_loader_keys(OmegaConf.create({"batch_size": 1, "eval_batch_size": 1}))  # workers unset
+    for key, value in least.items():
+        with pytest.raises(UsageError, match=rf"dataset\.{key}={value - 1} must be a whole number >= {value};"):
+            launch._check_loader_keys(OmegaConf.create({**least, key: value - 1}))
+
+
+def test_cuda_runs_pin_memory_unless_the_dataset_says_not_to():
+    """Pinned host memory speeds the copy to a GPU: on by default for CUDA (no dataset.pin_memory key),
+    off with dataset.pin_memory=false, never for a CPU run (torch.device needs no GPU to be named)."""
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert launch._pin_memory(OmegaConf.create({"batch_size": 8}), cuda) is True
+    assert launch._pin_memory(OmegaConf.create({"pin_memory": False}), cuda) is False
+    assert launch._pin_memory(OmegaConf.create({"pin_memory": True}), cpu) is False
+    assert launch._pin_memory(OmegaConf.create({}), cpu) is False

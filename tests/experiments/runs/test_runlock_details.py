@@ -4,6 +4,7 @@ that locks only the file (a run started by the previous release, or a file syste
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import stat
@@ -54,3 +55,27 @@ def test_a_refusal_quotes_at_most_200_characters_of_the_holders_note(tmp_path):
     (tmp_path / LOCK_NAME).write_text("P" * 500)
     message = str(Lock(tmp_path)._refuse())
     assert ("(" + "P" * 200 + ",") in message and "P" * 201 not in message
+
+
+def test_a_lock_file_removed_under_the_acquirer_is_retried_without_leaking(tmp_path, monkeypatch):
+    """The holder we raced removes .run.lock between our open() and our flock (its release): we locked a file
+    no longer on disk, so we drop it and lock the new one. Five such acquisitions leave no open file behind,
+    and each holds the file that is on disk."""
+    from experiments.runs import runlock
+
+    real_flock, raced = runlock.fcntl.flock, []
+
+    def flock(fd, how):
+        real_flock(fd, how)
+        if how == fcntl.LOCK_EX | fcntl.LOCK_NB and stat.S_ISREG(os.fstat(fd).st_mode) and not raced:
+            raced.append(fd)
+            os.unlink(tmp_path / LOCK_NAME)  # what the previous holder's release does
+
+    monkeypatch.setattr(runlock.fcntl, "flock", flock)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        raced.clear()
+        with RunLock(tmp_path) as lock:
+            assert raced and os.fstat(lock._fd).st_ino == (tmp_path / LOCK_NAME).stat().st_ino
+            assert (tmp_path / LOCK_NAME).read_text() == f"PID {os.getpid()} on {socket.gethostname()}\n"
+    assert len(os.listdir("/proc/self/fd")) == before
