@@ -375,3 +375,16 @@ def test_cuda_runs_pin_memory_unless_the_dataset_says_not_to():
     assert launch._pin_memory(OmegaConf.create({"pin_memory": False}), cuda) is False
     assert launch._pin_memory(OmegaConf.create({"pin_memory": True}), cpu) is False
     assert launch._pin_memory(OmegaConf.create({}), cpu) is False
+
+
+def test_evaluated_epochs_are_unknown_unless_both_eval_every_and_epochs_are_known():
+    """eval.csv's expected row count needs trainer.eval_every and trainer.epochs (the last epoch is always
+    evaluated); with either missing or not an integer the check is skipped (None), never guessed."""
+    from experiments.runs.launch import _evaluated_epochs
+
+    assert _evaluated_epochs(5, {"trainer.eval_every": 2, "trainer.epochs": 5}) == 3  # epochs 2, 4 and 5
+    assert _evaluated_epochs(5, {"trainer.eval_every": 2}) is None
+    assert _evaluated_epochs(5, {"trainer.eval_every": 2, "trainer.epochs": "5"}) is None
+    assert _evaluated_epochs(5, {"trainer.eval_every": None, "trainer.epochs": 5}) is None
+    assert _evaluated_epochs(5, {"trainer.eval_every": 0, "trainer.epochs": 5}) is None
+    assert _evaluated_epochs(5, None) is None
