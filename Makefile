@@ -94,6 +94,10 @@ claims-tune: checkout
 #   make claims-fig5 FIG5_ROOT=/tmp/fig5 FIG5_OUT=/tmp/fig5/results FIG5_SEEDS=0,1 FIG5_MECH_SEEDS=0,1 \
 #     FIG5_RESET_AT=176 FIG5_EXTRA="trainer.epochs=8 trainer.full_loss_steps=[88,176,220,352]" \
 #     FIG5_TABLE_ARGS="--landmarks 88,176,220,352 --auc-after 88" FIG5_SPIKE_ARGS="--after 88"
+# The target runs its sweeps one after another (~4 core-hours). The committed results ran the same commands
+# in two lanes on the 2-core box (adam, adam_adafactor, adam_adax | adamx, adax, then wd0 and reset_v, and
+# reset_v seed 2 beside them), ~2 h wall; the sweeps' NOTES.txt say when and how. Re-running the target
+# afterwards skips every finished run and only regenerates the tables and figures.
 FIG5_ROOT ?= runs/claims
 FIG5_OUT ?= results
 FIG5_SEEDS ?= 0,1,2,3,4
