@@ -81,6 +81,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("make,rtol", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.heavy
 def test_compiled_step_settles_and_matches_eager(make, rtol) -> None:
     graphs, eager, compiled = _compiled_vs_eager(make, "eager")
     assert graphs <= MAX_GRAPHS, f"{graphs} graphs in {STEPS} steps: the step recompiles"

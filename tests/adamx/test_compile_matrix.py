@@ -169,6 +169,7 @@ FAST = [
 
 
 @pytest.mark.parametrize("name,backend,scheduler", FAST, ids=["-".join(c) for c in FAST])
+@pytest.mark.heavy
 def test_compiled_step_settles_and_matches_eager(name, backend, scheduler) -> None:
     _check(run_case(name, backend, scheduler), scheduler)
 

@@ -54,6 +54,7 @@ def test_default_is_the_digits_demo_with_adamx_and_eq15():
 
 
 @pytest.mark.parametrize("model_name", MODEL_CONFIGS)
+@pytest.mark.heavy
 def test_model_config_composes_with_every_optimizer_and_instantiates(model_name):
     base = compose_config([f"model={model_name}"])
     assert base.model.name in MODELS, f"configs/model/{model_name}.yaml names an unregistered model"
@@ -98,6 +99,7 @@ def test_table4_composes_from_optimizer_and_model_alone():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.heavy
 def test_experiment_files_compose_and_merge_per_optimizer(experiment):
     table = compose_config([f"experiment={experiment}"]).get("per_optimizer") or {}
     names = {p.stem: OmegaConf.load(p).name for p in (CONFIGS / "optimizer").glob("*.yaml")}

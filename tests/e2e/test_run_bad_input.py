@@ -76,6 +76,7 @@ def test_download_that_cannot_reach_its_server(tmp_path, capsys, monkeypatch):
     assert "Connection refused" in err and "dataset.download=false" in err
 
 
+@pytest.mark.heavy
 def test_unreadable_run_directory_files(tmp_path, capsys):
     cfg, overrides = make_cfg(tmp_path, "trainer.epochs=1")
     assert run.execute(cfg, overrides) == 0

@@ -16,6 +16,7 @@ def model():
 
 
 @pytest.mark.parametrize("size,batch,train", [(320, 2, True), (640, 1, False)])
+@pytest.mark.heavy
 def test_output_shapes_per_level(model, size, batch, train):
     model.train(train)
     with torch.no_grad():

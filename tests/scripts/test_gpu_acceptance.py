@@ -218,6 +218,7 @@ def test_a_dying_check_and_a_sticky_error_lose_only_their_own_rows(monkeypatch, 
     assert "FAILED: plant.crash, plant.sticky, plant.sticky.device_after" in capsys.readouterr().out
 
 
+@pytest.mark.heavy
 def test_exit_status_is_zero_only_without_a_fail(monkeypatch, tmp_path):
     assert run_main(monkeypatch, tmp_path, [plant("ok")])[0] == 0
     code, rows, _ = run_main(monkeypatch, tmp_path, [plant("ok"), plant("fails")])
@@ -284,6 +285,7 @@ def test_amp_check_fails_when_a_skipped_step_still_moves_a_step_counter():
     assert {r.status for r in check_fp16_skip(ctx)} == {"PASS"}
 
 
+@pytest.mark.heavy
 def test_resume_syncs_are_counted_inside_the_training_steps_only(monkeypatch):
     """A resume that copies many tensors to the device (stood in for by torch.tensor(list), a blocking
     host-to-device copy in the CPU emulation) costs nothing per step; counting the whole fit() made it
@@ -311,6 +313,7 @@ def test_resume_syncs_are_counted_inside_the_training_steps_only(monkeypatch):
     assert rows["trainer.resume_exact"].status == "PASS"
 
 
+@pytest.mark.heavy
 def test_resume_runs_deterministic(monkeypatch):
     """cuDNN may pick nondeterministic algorithms outside deterministic(): resume_exact would FAIL on CUDA
     for no fault of the Trainer's."""

@@ -120,6 +120,7 @@ def test_figure_curve_counts() -> None:
     assert math.isclose(make_figures.figure1_data(np.array([1]))["β̂1,t (β1 = 0.9)"][1][0], 0.0)
 
 
+@pytest.mark.heavy
 def test_figure4_says_adax_lies_under_adamx() -> None:
     note = make_figures.figure4_note()
     assert note.startswith("AdaX's curve lies under AdamX's")

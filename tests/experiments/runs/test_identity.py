@@ -301,6 +301,7 @@ def test_every_config_key_is_decided():
     assert set(COUNTED) <= seen | {"trainer.tf32"}
 
 
+@pytest.mark.heavy
 def test_every_counted_key_changes_the_identity_and_a_resume_is_refused(tmp_path):
     """Table-driven over every counted key of every composed config: another value is named in the
     identity's differences, and a run directory holding the old identity refuses the new one."""
@@ -340,6 +341,7 @@ def test_per_optimizer_counts_through_the_keys_it_merges():
     ]
 
 
+@pytest.mark.heavy
 def test_the_ignored_trainer_and_loader_keys_leave_the_numbers_alone(tmp_path):
     """Each "run" key of IGNORED_HOW changed at once: the same losses, evaluations and weights."""
     base_cfg, base_overrides = make_cfg(tmp_path / "a", "trainer.epochs=1")

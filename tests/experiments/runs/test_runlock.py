@@ -82,6 +82,7 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_stale_lock(tm
     assert not (path / LOCK_NAME).exists()
 
 
+@pytest.mark.heavy
 def test_stale_temporaries_go_on_the_next_start_and_force_clears_everything(tmp_path, capsys):
     cfg, overrides = make_cfg(tmp_path)
     with pytest.raises(KeyboardInterrupt):

@@ -73,6 +73,7 @@ def reference(tmp_path_factory):
     return run_dir(cfg)
 
 
+@pytest.mark.heavy
 def test_resume_after_epoch_1_of_3_equals_uninterrupted(tmp_path, reference):
     cfg, overrides = make_cfg(tmp_path)
     with pytest.raises(KeyboardInterrupt):
@@ -86,6 +87,7 @@ def test_resume_after_epoch_1_of_3_equals_uninterrupted(tmp_path, reference):
     assert_same_run(path, reference)
 
 
+@pytest.mark.heavy
 def test_resume_after_a_stop_mid_epoch_drops_the_rows_past_last_pt(tmp_path, reference, monkeypatch):
     cfg, overrides = make_cfg(tmp_path)
     original = Trainer._optimizer_step
@@ -105,6 +107,7 @@ def test_resume_after_a_stop_mid_epoch_drops_the_rows_past_last_pt(tmp_path, ref
     assert_same_run(path, reference)  # ... and trained again on resume
 
 
+@pytest.mark.heavy
 def test_finished_run_is_skipped_and_force_restarts(tmp_path):
     cfg, overrides = make_cfg(tmp_path, "trainer.epochs=1")
     first = run_experiment(cfg, overrides)
@@ -206,6 +209,7 @@ def test_ranks_get_their_own_streams_and_rank_0_keeps_the_seed():
     assert rank_seed(7, 1) != rank_seed(8, 1)
 
 
+@pytest.mark.heavy
 def test_resume_loads_last_pt_on_the_cpu_and_lets_load_state_dict_place_it(tmp_path, monkeypatch):
     """Issue 11.3: map_location=cuda would put Adam/RAdam's ``step`` counters on the GPU (a sync per
     parameter in torch's RAdam); the trainer loads on the CPU like torch.load's own default placement."""

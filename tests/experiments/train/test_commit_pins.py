@@ -41,6 +41,7 @@ def load(path: Path) -> dict:
 # ---------------------------------------------------------------------- 1. device-resident loader, epoch end
 
 
+@pytest.mark.heavy
 def test_resume_at_an_epoch_end_with_the_device_resident_loader_is_exact(tmp_path, one_thread):
     """Stopped at the end of epoch 1 and resumed, epoch 2's permutation and augmentations (the loader's
     generator at the boundary) are those of the straight run: losses and weights equal bit for bit."""

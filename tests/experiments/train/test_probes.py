@@ -145,6 +145,7 @@ def test_counters_start_at_zero_and_the_resume_line_says_where(tmp_path, capsys)
     assert capsys.readouterr().out.strip().endswith("from epoch 1, step 6 (batch 2 of epoch 2)")
 
 
+@pytest.mark.heavy
 def test_full_loss_at_eval_alone_gets_its_loader_from_the_launcher(tmp_path):
     from experiments.runs.launch import run_experiment
     from tests.helpers import compose_config

@@ -79,6 +79,7 @@ def test_missing_tensorboard_is_one_warning_then_silence(tmp_path, monkeypatch):
     assert not log.enabled and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.heavy
 def test_trainer_tensorboard_true_mirrors_train_csv_and_eval_csv(tmp_path, one_thread):
     """trainer.tensorboard=true through the real trainer: one train/loss point per train.csv row, with the
     same values, and one eval point per eval.csv row; the default writes no event file."""

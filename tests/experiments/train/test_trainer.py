@@ -85,6 +85,7 @@ def test_hessian_interval_on_an_optimizer_without_one_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.heavy
 def test_mixed_precision_on_cpu(tmp_path, precision):
     summary, path = run(
         tmp_path, f"trainer.precision={precision}", "trainer.channels_last=true", "trainer.grad_clip=1.0"
@@ -111,6 +112,7 @@ def test_grad_clip_bounds_the_update(tmp_path, monkeypatch):
     assert len(norms) == 12 and max(norms) <= 0.05 * (1 + 1e-5)
 
 
+@pytest.mark.heavy
 def test_compile_and_deterministic(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     try:
@@ -122,6 +124,7 @@ def test_compile_and_deterministic(tmp_path, monkeypatch):
     assert not any("_orig_mod" in k for k in keys)  # checkpoints hold the plain model's names
 
 
+@pytest.mark.heavy
 def test_eval_cadence_and_the_lr_of_every_step(tmp_path):
     _, path = run(tmp_path, "trainer.epochs=3", "trainer.eval_every=2", "schedule.min_lr=1e-5")
     assert pd.read_csv(path / "eval.csv").epoch.tolist() == [2, 3]  # every 2nd, and always the last
@@ -151,6 +154,7 @@ def test_bad_trainer_settings_name_the_value():
         TrainerConfig(grad_clip=-1.0)
 
 
+@pytest.mark.heavy
 def test_device_resident_loader_is_used_and_replays_the_same_epoch(tmp_path):
     from data.fixtures import write_fixture
 
@@ -190,6 +194,7 @@ def poison_after_epoch(n):
     return Hooks(on_epoch_end=hook)
 
 
+@pytest.mark.heavy
 def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg, overrides = make_cfg(tmp_path)
     with pytest.raises(TrainingFailed, match=r"loss became nan at step 13 \(epoch 2\)") as info:
@@ -230,6 +235,7 @@ def test_missing_dataset_exit_code_and_message(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 0 and "nowhere" in err and "dataset.download=true" in err
 
 
+@pytest.mark.heavy
 def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path, monkeypatch, capsys):
     import run
     from experiments.runs import launch
