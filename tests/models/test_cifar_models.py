@@ -56,7 +56,6 @@ def built(request, one_thread_module):
     return name, model, out, shapes
 
 
-@pytest.mark.heavy
 def test_forward_backward(built):
     name, model, out, _ = built
     assert out.shape == (2, 100) and torch.isfinite(out).all()
@@ -70,7 +69,6 @@ def test_parameter_count(built):
     assert sum(p.numel() for p in model.parameters()) == EXPECTED[name][0]
 
 
-@pytest.mark.heavy
 def test_stage_sizes(built):
     name, _, _, shapes = built
     assert shapes == EXPECTED[name][1]
